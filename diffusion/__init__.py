@@ -1,0 +1,1 @@
+"""The torch runtime: checkpoints, text encoding, sampling, VAE, devices and memory."""

@@ -1,0 +1,1 @@
+"""Workflow formats, validation, the DAG and the caching executor. Pure Python: no torch."""

@@ -1,0 +1,1 @@
+"""The node API, the registry, ComfyUI custom-node compatibility and the built-in nodes."""

@@ -1,0 +1,1 @@
+"""noodlebox CLI subcommands, one module each."""
