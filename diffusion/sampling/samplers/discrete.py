@@ -1,0 +1,60 @@
+"""Samplers that re-noise from a fresh draw each step: DDPM (ancestral, in VP form) and LCM."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from diffusion.sampling.noise import NoiseSampler
+from diffusion.sampling.samplers.base import Denoiser, StepCallback, report, require_noise
+
+
+def _ddpm_step(
+    x: torch.Tensor, sigma: torch.Tensor, sigma_prev: torch.Tensor, eps: torch.Tensor, noise_sampler: NoiseSampler
+) -> torch.Tensor:
+    """One DDPM posterior step on the VP-scaled latent ``x`` given the predicted noise ``eps``."""
+    alpha_cumprod = 1 / ((sigma * sigma) + 1)
+    alpha_cumprod_prev = 1 / ((sigma_prev * sigma_prev) + 1)
+    alpha = alpha_cumprod / alpha_cumprod_prev
+    mu = (1.0 / alpha).sqrt() * (x - (1 - alpha) * eps / (1 - alpha_cumprod).sqrt())
+    if sigma_prev > 0:
+        variance = (1 - alpha) * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod)
+        mu = mu + variance.sqrt() * noise_sampler(sigma, sigma_prev)
+    return mu
+
+
+def sample_ddpm(
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None,
+) -> torch.Tensor:
+    """Ancestral DDPM sampling: the state is moved to VP scale for the step and back."""
+    extra_args = extra_args or {}
+    noise_sampler = require_noise(noise_sampler, "ddpm")
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, i, x, denoised, sigmas[i])
+        eps = (x - denoised) / sigmas[i]
+        x = _ddpm_step(x / torch.sqrt(1.0 + sigmas[i] ** 2.0), sigmas[i], sigmas[i + 1], eps, noise_sampler)
+        if sigmas[i + 1] != 0:
+            x = x * torch.sqrt(1.0 + sigmas[i + 1] ** 2.0)
+    return x
+
+
+def sample_lcm(
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None,
+) -> torch.Tensor:
+    """Latent Consistency sampling: jump to the prediction, then noise it afresh to the next sigma."""
+    extra_args = extra_args or {}
+    noise_sampler = require_noise(noise_sampler, "lcm")
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, i, x, denoised, sigmas[i])
+        x = denoised
+        if sigmas[i + 1] > 0:
+            x = noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] + x
+    return x
