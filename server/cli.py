@@ -60,4 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Re-import so that commands raise the same UserError class this block catches.
+    from server.cli import main as _main
+
+    sys.exit(_main())
