@@ -45,7 +45,10 @@ def _make(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out}: the output file must end in .safetensors")
     if args.seed < 0:
         raise UserError("--seed must be 0 or more")
-    path = model_tools.make_checkpoint(args.out, args.arch, args.size, args.seed, args.dtype)
+    try:
+        path = model_tools.make_checkpoint(args.out, args.arch, args.size, args.seed, args.dtype)
+    except OSError as exc:
+        raise UserError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
     print(path)
     return 0
 

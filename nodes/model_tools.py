@@ -1,0 +1,37 @@
+"""Checkpoint tools for the command line (``make-checkpoint``, ``inspect-checkpoint``).
+
+A thin pass-through: ``server/`` may import ``nodes`` but not ``diffusion``, so the CLI
+reaches the model runtime through here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffusion.checkpoint import CheckpointError, inspect_checkpoint
+from diffusion.precision import PRECISIONS
+from diffusion.synthetic import ARCHS, ORIGIN, SIZES, write_checkpoint
+
+#: dtypes a synthetic checkpoint can be written in (``auto`` is not a storage type).
+STORAGE_DTYPES = tuple(p for p in PRECISIONS if p != "auto")
+
+
+def make_checkpoint(out: str | os.PathLike[str], arch: str, size: str = "tiny", seed: int = 0,
+                    dtype: str = "fp16") -> Path:
+    """Write a seeded random-weight checkpoint (see ``diffusion.synthetic``); returns its path."""
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(dtypes)}")
+    return write_checkpoint(out, arch, size, seed, dtypes[dtype])
+
+
+def describe_checkpoint(path: str | os.PathLike[str], prediction: str | None = None) -> dict[str, Any]:
+    """What a checkpoint holds (arch, prediction, UNet/VAE/text encoders, dtype, size), from its header."""
+    return inspect_checkpoint(path, prediction)
+
+
+__all__ = ["ARCHS", "ORIGIN", "SIZES", "STORAGE_DTYPES", "CheckpointError", "describe_checkpoint", "make_checkpoint"]
