@@ -14,8 +14,14 @@ import json
 import sys
 from pathlib import Path
 
-from nodes import model_tools
 from server.cli import UserError
+
+# The choices are spelled out here so that `noodlebox --help` does not import torch;
+# tests/cli/test_checkpoint_cli.py checks them against nodes.model_tools.
+ARCHS = ("sd15", "sd15-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+SIZES = ("tiny", "small", "full")
+STORAGE_DTYPES = ("fp32", "fp16", "bf16")
+ORIGIN = "noodlebox synthetic random weights"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,13 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     make = sub.add_parser(
         "make-checkpoint",
         help="write a random-weight test checkpoint in the original single-file layout",
-        description=f"Write a seeded random-weight checkpoint ({model_tools.ORIGIN}).",
+        description=f"Write a seeded random-weight checkpoint ({ORIGIN}).",
     )
-    make.add_argument("--arch", choices=model_tools.ARCHS, default="sd15")
-    make.add_argument("--size", choices=model_tools.SIZES, default="tiny",
+    make.add_argument("--arch", choices=ARCHS, default="sd15")
+    make.add_argument("--size", choices=SIZES, default="tiny",
                       help="tiny: tests; small: 320-channel UNet, real text encoders and VAE; full: real shapes")
     make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--dtype", choices=model_tools.STORAGE_DTYPES, default="fp16")
+    make.add_argument("--dtype", choices=STORAGE_DTYPES, default="fp16")
     make.add_argument("out", type=Path, help="output .safetensors file")
     make.set_defaults(func=_make)
 
@@ -41,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _make(args: argparse.Namespace) -> int:
+    from nodes import model_tools
+
     if args.out.suffix.lower() != ".safetensors":
         raise UserError(f"{args.out}: the output file must end in .safetensors")
     if args.seed < 0:
@@ -54,6 +62,8 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from nodes import model_tools
+
     try:
         info = model_tools.describe_checkpoint(args.file, args.prediction)
     except model_tools.CheckpointError as exc:

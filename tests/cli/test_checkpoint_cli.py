@@ -64,3 +64,14 @@ def test_bad_file_exits_2_with_one_line(
 def test_make_checkpoint_refuses_other_extensions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["make-checkpoint", str(tmp_path / "x.ckpt")]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
+
+
+def test_cli_choices_match_the_runtime() -> None:
+    """The CLI spells its choices out (to start without torch); they must agree with diffusion's."""
+    from nodes import model_tools
+    from server.commands import checkpoint
+
+    assert checkpoint.ARCHS == model_tools.ARCHS
+    assert checkpoint.SIZES == model_tools.SIZES
+    assert checkpoint.STORAGE_DTYPES == model_tools.STORAGE_DTYPES
+    assert checkpoint.ORIGIN == model_tools.ORIGIN
