@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import simple_prompt, wait_history, wait_running
+from server_kit import simple_prompt, wait_history, wait_running
 
 ERROR_KEYS = {"type", "message", "details", "extra_info"}
 

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import make_registry, simple_prompt, wait_history
+from server_kit import make_registry, simple_prompt, wait_history
 
 from server import store as store_module
 from server.app import create_app

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from conftest import ServeProcess, simple_prompt
 from PIL import Image
+from server_kit import ServeProcess, simple_prompt
 
 
 async def _history(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import io
 import json
 import struct
 
-from conftest import collect_until_done, simple_prompt, wait_history, wait_running
 from PIL import Image
+from server_kit import collect_until_done, simple_prompt, wait_history, wait_running
 
 
 async def test_first_message_is_status_with_sid(client) -> None:

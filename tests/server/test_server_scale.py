@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import chain_prompt, collect_until_done
+from server_kit import chain_prompt, collect_until_done
 
 
 async def _run_chain(client, n: int, sid: str) -> tuple[float, int]:
