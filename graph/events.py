@@ -14,7 +14,7 @@ node id) sees the same picture, in linear time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from graph.schema import ExecutionInterrupted
@@ -40,9 +40,14 @@ class EventLog:
     """Sends one prompt's events to a sink and records its history messages."""
 
     def __init__(self, prompt_id: str, sink: Sink | None,
-                 ids: Callable[[str], tuple[str, str | None, str]] | None = None) -> None:
-        """``ids(node_id)`` gives (display node id, parent node id, real node id) for expanded nodes."""
+                 ids: Callable[[str], tuple[str, str | None, str]] | None = None,
+                 extra_data: Mapping[str, Any] | None = None) -> None:
+        """``ids(node_id)`` gives (display node id, parent node id, real node id) for expanded nodes.
+
+        ``extra_data`` is the prompt's ``extra_data``, handed to running nodes through their context.
+        """
         self.prompt_id = prompt_id
+        self.extra_data: Mapping[str, Any] = extra_data or {}
         self.sink = sink
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.ids = ids or (lambda node_id: (node_id, None, node_id))
@@ -99,6 +104,11 @@ class NodeContext:
         self.total: float = 1
         self._log = log
         self._is_interrupted = is_interrupted
+
+    @property
+    def extra_data(self) -> Mapping[str, Any]:
+        """The prompt's ``extra_data`` (read-only by convention): e.g. ``preview_method`` for samplers."""
+        return self._log.extra_data
 
     def check_interrupted(self) -> None:
         """Raise ExecutionInterrupted if the run was interrupted."""

@@ -109,7 +109,7 @@ class _Run:
         self.requested = outputs
         self.extra_data = extra_data
         self.expansions = Expansions()
-        self.log = EventLog(prompt_id, sink, self.expansions.display)
+        self.log = EventLog(prompt_id, sink, self.expansions.display, extra_data)
         self.added_outputs: list[str] = []
         self.result = RunResult("success")
         self.values: dict[str, list[list[Any]]] = {}

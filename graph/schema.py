@@ -101,7 +101,9 @@ class ExecContext(Protocol):
     ``progress`` reports a step (and an optional opaque preview object that the
     executor passes through to its event sink); it raises
     :class:`ExecutionInterrupted` when the run was interrupted, so a long loop that
-    reports progress stops at the next step.
+    reports progress stops at the next step. A context may also have an ``extra_data``
+    mapping (the prompt's ``extra_data``, e.g. ``preview_method``); nodes read it with
+    ``getattr(ctx, "extra_data", {})`` since older contexts lack it.
     """
 
     node_id: str

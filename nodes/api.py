@@ -42,7 +42,7 @@ build a fresh registry per test.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -66,12 +66,28 @@ __all__ = [
 class Services:
     """What built-in nodes of one registry share: folders, precision, and the model cache.
 
-    ``models`` is filled by the diffusion side (a loaded-model cache); None until then.
+    ``models`` is the loaded-model cache (``diffusion.memory.ModelCache``); when not given
+    it is created by :meth:`model_cache` on first use, so building a registry never loads
+    the model runtime.
     """
 
     folders: Folders
     precision: str = "auto"
     models: Any = None
+
+    def model_cache(self) -> Any:
+        """The model cache, created on first use."""
+        if self.models is None:
+            from diffusion.memory import ModelCache
+
+            self.models = ModelCache()
+        return self.models
+
+    def free_models(self) -> int:
+        """Drop every loaded model (``/free``); returns how many were dropped (0 if none was ever loaded)."""
+        if self.models is None:
+            return 0
+        return int(self.models.unload())
 
 
 class Context:
@@ -95,6 +111,11 @@ class Context:
     def folders(self) -> Folders:
         """Shortcut for ``services.folders``."""
         return self.services.folders
+
+    @property
+    def extra_data(self) -> Mapping[str, Any]:
+        """The prompt's ``extra_data`` (``preview_method``, ``client_id``...); empty if the executor gives none."""
+        return getattr(self.exec_ctx, "extra_data", None) or {}
 
     def progress(self, value: int, total: int, preview: Any | None = None) -> None:
         """Report ``value`` of ``total`` steps; raises ExecutionInterrupted if the run was stopped."""

@@ -30,6 +30,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.conditioning",
     "nodes.sampling",
     "nodes.latent",
+    "nodes.vae",
     "nodes.image",
     "nodes.mask",
 )

@@ -1,0 +1,61 @@
+"""Loader nodes: a checkpoint's MODEL, CLIP and VAE, or a separate VAE file.
+
+Loaded models are kept in the registry's model cache (``services.models``), keyed by the
+file's identity and the precision, so a second prompt with the same checkpoint does not
+read it again and ``/free`` drops them. Precision comes from ``services.precision``
+(``auto``: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from .api import Clip, Context, Model, OneOf, Output, Tooltip, Vae, files_in, node
+
+
+def _model_file(ctx: Context, folder: str, name: str, what: str) -> Path:
+    """The full path of ``name`` in the registry's ``folder`` models, or a one-line error."""
+    path = ctx.folders.full_path(folder, name)
+    if path is None:
+        raise FileNotFoundError(f"{what} not found: {name} (looked in the {folder!r} model folders)")
+    return path
+
+
+@node(category="loaders", display_name="Load Checkpoint")
+def CheckpointLoaderSimple(
+    ckpt_name: Annotated[str, OneOf(files_in("checkpoints")), Tooltip("The name of the checkpoint (model) to load.")],
+    *,
+    ctx: Context,
+) -> tuple[
+    Annotated[Model, Output(tooltip="The model used for denoising latents.")],
+    Annotated[Clip, Output(tooltip="The CLIP model used for encoding text prompts.")],
+    Annotated[Vae, Output(tooltip="The VAE model used for encoding and decoding images to and from latent space.")],
+]:
+    """Loads a diffusion model checkpoint, diffusion models are used to denoise latents."""
+    from diffusion.checkpoint import load_checkpoint
+    from diffusion.memory import pick_device
+
+    path = _model_file(ctx, "checkpoints", ckpt_name, "Checkpoint")
+    precision = ctx.services.precision
+
+    def load() -> Any:
+        return load_checkpoint(path, precision=precision, device=pick_device())
+
+    loaded = ctx.services.model_cache().get(path, ("checkpoint", precision), load)
+    return loaded.unet, loaded.clip, loaded.vae
+
+
+@node(category="loaders", display_name="Load VAE", description="")
+def VAELoader(vae_name: Annotated[str, OneOf(files_in("vae"))], *, ctx: Context) -> Vae:
+    """Loads a separate VAE file (LDM layout) to use instead of a checkpoint's own."""
+    from diffusion.checkpoint import load_vae
+    from diffusion.memory import pick_device
+
+    path = _model_file(ctx, "vae", vae_name, "VAE")
+    precision = ctx.services.precision
+
+    def load() -> Any:
+        return load_vae(path, precision=precision, device=pick_device())
+
+    return ctx.services.model_cache().get(path, ("vae", precision), load)
