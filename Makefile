@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,15 +24,43 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+test: $(STAMP) models
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-serve: $(STAMP)
+serve: $(STAMP) models
 	$(BIN)/noodlebox serve
+
+# The embedded default checkpoint (random weights, nodes/default_model.py) when models/checkpoints is empty.
+.PHONY: models
+models: $(STAMP)
+	$(BIN)/python -m nodes.default_model
 
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- web editor (web/) and browser tests -------------------------------------
+# The editor's npm packages come from the committed lock file; the browser tests drive
+# Debian's chromium (installed here when missing; never a downloaded browser).
+WEB_STAMP := web/node_modules/.installed
+.PHONY: web-deps test-comfyui-frontend
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $(WEB_STAMP)
+
+web-deps: $(WEB_STAMP)
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || \
+		(apt-get update -qq && apt-get install -y -qq chromium) || \
+		echo "chromium could not be installed: the browser tests will skip"
+
+test: web-deps
+serve: $(WEB_STAMP)
+
+# The official ComfyUI frontend (GPL-3.0, an optional extra) against our server.
+test-comfyui-frontend: $(STAMP) web-deps
+	$(BIN)/pip install -q -e '.[dev,comfyui-frontend]'
+	$(BIN)/pytest -q tests/web/test_comfyui_frontend.py

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Where the editor's static files live (``web/`` at the repository root).
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+#: Another static root to serve at ``/`` instead (``serve --frontend comfyui``); absent = WEB_ROOT.
+WEB_ROOT_KEY: web.AppKey[Path] = web.AppKey("noodlebox_web_root", Path)
 
 PLACEHOLDER_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>noodlebox</title></head>
@@ -279,7 +281,9 @@ async def _start(app: web.Application) -> None:
     else:
         from server.workers.local import LocalWorker
 
-        state.worker = LocalWorker(state.registry, cache=state.config.cache)
+        services = getattr(state.registry, "services", None)  # a NodeRegistry: /free unloads its models
+        state.worker = LocalWorker(state.registry, cache=state.config.cache,
+                                   free_models=getattr(services, "free_models", None))
     state.dispatcher = Dispatcher(state.queue, state.worker, state.hub, preview_size=state.config.preview_size)
 
     def greeting(sid: str) -> list[tuple[str, Any]]:
@@ -332,7 +336,7 @@ _NO_CACHE = {"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "0"}
 
 async def _index(request: web.Request) -> web.StreamResponse:
     """``GET /``: the editor's index.html, or a small placeholder page."""
-    index = WEB_ROOT / "index.html"
+    index = request.config_dict.get(WEB_ROOT_KEY, WEB_ROOT) / "index.html"
     if index.is_file():
         return web.FileResponse(index, headers=_NO_CACHE)
     return web.Response(text=PLACEHOLDER_PAGE, content_type="text/html", headers=_NO_CACHE)
@@ -343,7 +347,7 @@ async def _static(request: web.Request) -> web.StreamResponse:
     from server.files import RefusedPathError, resolve_inside
 
     try:
-        path = resolve_inside(WEB_ROOT, request.match_info["tail"], status=404)
+        path = resolve_inside(request.config_dict.get(WEB_ROOT_KEY, WEB_ROOT), request.match_info["tail"], status=404)
     except RefusedPathError as exc:
         raise json_error(exc.status, str(exc)) from None
     if not path.is_file():
