@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: Worker kinds of ``--workers``.
+WORKER_KINDS = ("local", "ray")
 #: Cache policies the executor understands (``lru:N`` and ``ram:GB`` carry a number).
 CACHE_KINDS = ("classic", "lru", "ram", "none")
 
@@ -68,6 +70,12 @@ class ServerConfig:
     registry: Any = None
     #: Ready-made worker implementing ``server.workers.base.Worker``; None = local thread.
     worker: Any = None
+    #: ``local`` (the in-process worker) or ``ray`` (a pool of Ray actors, issue 8).
+    workers: str = "local"
+    #: With ``workers="ray"``: None starts Ray here, ``auto`` or ``HOST:PORT`` joins a cluster.
+    ray_address: str | None = None
+    #: With ``workers="ray"``: how many actors (None: one per GPU of the cluster, or 1).
+    ray_workers: int | None = None
 
     def __post_init__(self) -> None:
         base = Path(self.base_dir).resolve()
@@ -87,6 +95,10 @@ class ServerConfig:
         object.__setattr__(self, "custom_nodes_dirs", tuple(Path(p) for p in self.custom_nodes_dirs))
         object.__setattr__(self, "extra_model_paths", tuple(Path(p) for p in self.extra_model_paths))
         check_cache_policy(self.cache)
+        if self.workers not in WORKER_KINDS:
+            raise ValueError(f"unknown worker kind {self.workers!r} (local or ray)")
+        if self.ray_workers is not None and self.ray_workers < 1:
+            raise ValueError("the number of Ray workers must be at least 1")
 
     @property
     def max_upload_bytes(self) -> int:

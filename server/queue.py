@@ -75,7 +75,8 @@ class PromptQueue:
         self.on_change = on_change
         self._heap: list[tuple[float, int, str]] = []
         self._items: dict[str, QueueItem] = {}
-        self.running: QueueItem | None = None
+        #: Running prompts by id, oldest first (one with the local worker, up to a pool's size).
+        self.active: dict[str, QueueItem] = {}
         self.paused = False
         self._wake = asyncio.Event()
         self._counter = 0
@@ -98,6 +99,15 @@ class PromptQueue:
                 notes.append(f"{item.prompt_id}: re-queued after a restart")
             self._push(item)
         return notes
+
+    @property
+    def running(self) -> QueueItem | None:
+        """The oldest running prompt (the only one with a single worker), or None."""
+        return next(iter(self.active.values()), None)
+
+    def running_items(self) -> list[QueueItem]:
+        """Every running prompt, oldest first."""
+        return list(self.active.values())
 
     # -- priority ------------------------------------------------------------------
 
@@ -124,7 +134,7 @@ class PromptQueue:
 
     def contains(self, prompt_id: str) -> bool:
         """True if ``prompt_id`` is pending or running."""
-        return prompt_id in self._items or (self.running is not None and self.running.prompt_id == prompt_id)
+        return prompt_id in self._items or prompt_id in self.active
 
     def pending(self) -> list[QueueItem]:
         """Pending items in heap order (not sorted, as ComfyUI's ``/queue``)."""
@@ -137,7 +147,7 @@ class PromptQueue:
     @property
     def remaining(self) -> int:
         """Pending plus running, ComfyUI's ``queue_remaining``."""
-        return len(self._items) + (1 if self.running is not None else 0)
+        return len(self._items) + len(self.active)
 
     def delete(self, prompt_ids: list[str]) -> None:
         """Remove pending prompts by id (unknown or running ids are ignored)."""
@@ -169,7 +179,7 @@ class PromptQueue:
                 _, _, pid = heapq.heappop(self._heap)
                 item = self._items.pop(pid)
                 self.store.mark_running(pid)
-                self.running = item
+                self.active[pid] = item
                 self.on_change()
                 return item
             self._wake.clear()
@@ -178,13 +188,13 @@ class PromptQueue:
     def finish(self, item: QueueItem, entry: dict[str, Any]) -> None:
         """Write ``item``'s history entry and forget it."""
         self.store.finish(item, entry)
-        self.running = None
+        self.active.pop(item.prompt_id, None)
         self.on_change()
 
     def put_back(self, item: QueueItem) -> None:
         """Return the running item to pending without counting its attempt (graceful stop)."""
         self.store.requeue(item.prompt_id, refund=True)
-        self.running = None
+        self.active.pop(item.prompt_id, None)
         self._push(item)
 
 
@@ -236,15 +246,24 @@ class _Outcome:
 
 
 class Dispatcher:
-    """Takes prompts off the queue and runs them on the worker, one at a time."""
+    """Takes prompts off the queue and runs them on the worker.
+
+    A worker runs one prompt at a time unless it declares ``slots`` > 1 (a pool of
+    workers, ``server.workers.ray_worker``): then up to ``slots`` prompts run at once,
+    each in its own thread, and the pool places each on one of its workers. With one
+    slot the loop is the single-worker one: ``/free`` waits for the running prompt.
+    """
 
     def __init__(self, queue: PromptQueue, worker: Worker, hub: Hub, preview_size: int = 512) -> None:
         self.queue = queue
         self.worker = worker
         self.hub = hub
         self.preview_size = preview_size
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="noodlebox-worker")
+        #: How many prompts run at once (the worker's ``slots``; 1 for the local worker).
+        self.slots = max(int(getattr(worker, "slots", 1) or 1), 1)
+        self._thread = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="noodlebox-worker")
         self._task: asyncio.Task[None] | None = None
+        self._runs: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._free: tuple[bool, bool] | None = None
         #: The node the running prompt is executing now (for the reconnect hint).
@@ -253,10 +272,11 @@ class Dispatcher:
 
     def start(self) -> None:
         """Start the dispatch loop on the running event loop."""
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        loop = self._loop() if self.slots == 1 else self._pool_loop()
+        self._task = asyncio.get_running_loop().create_task(loop)
 
     async def stop(self) -> None:
-        """Interrupt the running prompt (it is re-queued), stop the loop, free the thread."""
+        """Interrupt the running prompts (they are re-queued), stop the loop, free the threads."""
         self._stopping = True
         if self.queue.running is not None:
             self.worker.interrupt(None)
@@ -264,20 +284,25 @@ class Dispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._runs:  # pool: let the interrupted prompts end and go back to the queue
+            await asyncio.wait(list(self._runs.values()), timeout=STOP_GRACE_S)
         self._thread.shutdown(wait=False, cancel_futures=True)
 
     def request_free(self, unload_models: bool, free_memory: bool) -> None:
-        """Ask for ``/free``: done now if idle, else after the running prompt."""
-        if self.queue.running is None:
+        """Ask for ``/free``: done now if idle, else after the running prompt.
+
+        A pool gets it at once: each of its workers frees after its own running prompt.
+        """
+        if self.queue.running is None or self.slots > 1:
             self.worker.free(unload_models, free_memory)
         else:
             old = self._free or (False, False)
             self._free = (old[0] or unload_models, old[1] or free_memory)
 
     def interrupt(self, prompt_id: str | None) -> None:
-        """Interrupt the running prompt (only if it is ``prompt_id``, when given)."""
+        """Interrupt the running prompt (only if it is ``prompt_id``, when given; a pool: all when not)."""
         running = self.queue.running
-        if running is None or (prompt_id is not None and running.prompt_id != prompt_id):
+        if running is None or (prompt_id is not None and prompt_id not in self.queue.active):
             return
         self.worker.interrupt(prompt_id)
 
@@ -300,19 +325,49 @@ class Dispatcher:
             if self._stopping and outcome.status == "interrupted":
                 self.queue.put_back(item)
                 return
-            try:
-                self.queue.finish(item, history_entry(item, outcome))
-            except Exception as exc:  # never let one prompt stop the queue
-                log.exception("could not store the history of %s", item.prompt_id)
-                self.queue.finish(item, failed_entry(item, f"could not store the result: {exc}", "HistoryError"))
-            self.prompts_done += 1
-            # history is on disk now: only then the completion signal (PROTOCOL 3.3)
-            if item.client_id is not None:
-                self.hub.send("executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id)
+            self._complete(item, outcome)
             if self._free is not None:
                 unload, free_mem = self._free
                 self._free = None
                 await loop.run_in_executor(self._thread, self.worker.free, unload, free_mem)
+
+    async def _pool_loop(self) -> None:
+        """Keep up to ``slots`` prompts running, each as its own task."""
+        free_slots = asyncio.Semaphore(self.slots)
+        loop = asyncio.get_running_loop()
+        while True:
+            await free_slots.acquire()
+            try:
+                item = await self.queue.get()
+            except asyncio.CancelledError:
+                free_slots.release()
+                raise
+            self._runs[item.prompt_id] = loop.create_task(self._pool_run(item, free_slots))
+
+    async def _pool_run(self, item: QueueItem, free_slots: asyncio.Semaphore) -> None:
+        """Run one prompt on the pool and record it (the slot is given back in any case)."""
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(self._thread, self._run_in_thread, item, self._sink_for(item))
+            if self._stopping and outcome.status == "interrupted":
+                self.queue.put_back(item)
+                return
+            self._complete(item, outcome)
+        finally:
+            self._runs.pop(item.prompt_id, None)
+            free_slots.release()
+
+    def _complete(self, item: QueueItem, outcome: RunOutcome) -> None:
+        """Write the history entry, then send the completion signal."""
+        try:
+            self.queue.finish(item, history_entry(item, outcome))
+        except Exception as exc:  # never let one prompt stop the queue
+            log.exception("could not store the history of %s", item.prompt_id)
+            self.queue.finish(item, failed_entry(item, f"could not store the result: {exc}", "HistoryError"))
+        self.prompts_done += 1
+        # history is on disk now: only then the completion signal (PROTOCOL 3.3)
+        if item.client_id is not None:
+            self.hub.send("executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id)
 
     def _run_in_thread(self, item: QueueItem, sink: EventSink) -> RunOutcome:
         """Run on the worker; a failure of the worker itself becomes an error outcome."""

@@ -2,6 +2,8 @@
 
 Statuses: ``pending``, ``in_progress``, ``completed``, ``failed`` and ``cancelled``
 (an interrupted prompt; newer frontends ask for it, PROTOCOL 1.6 version skew).
+Extension: an in-progress job has ``worker``, the name of the worker running it
+(``local``, or a Ray actor such as ``ray-1`` with ``serve --workers ray``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from aiohttp import web
 
 from server.app import state_of
 from server.workers.base import QueueItem
+from server.workers.pool import running_on
 
 routes = web.RouteTableDef()
 
@@ -121,6 +124,17 @@ def history_job(prompt_id: str, entry: dict[str, Any], detail: bool = False) -> 
     return _prune(job)
 
 
+def _running_on(state: Any) -> dict[str, str]:
+    """``{prompt id: worker name}`` of the running prompts."""
+    return running_on(state.worker.status()) if state.worker is not None else {}
+
+
+def _with_worker(job: dict[str, Any], on: dict[str, str]) -> dict[str, Any]:
+    """An in-progress job with the extension field ``worker`` (who runs it), when known."""
+    worker = on.get(job["id"])
+    return {**job, "worker": worker} if worker else job
+
+
 def _duration(job: dict[str, Any]) -> float:
     start, end = job.get("execution_start_time"), job.get("execution_end_time")
     return float(end - start) if start is not None and end is not None else -1.0
@@ -158,8 +172,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     state = state_of(request)
     assert state.queue is not None and state.store is not None
     jobs: list[dict[str, Any]] = []
-    if "in_progress" in wanted and state.queue.running is not None:
-        jobs.append(queued_job(state.queue.running, "in_progress"))
+    if "in_progress" in wanted:
+        on = _running_on(state)
+        jobs.extend(_with_worker(queued_job(item, "in_progress"), on) for item in state.queue.running_items())
     if "pending" in wanted:
         jobs.extend(queued_job(item, "pending") for item in state.queue.pending())
     if wanted & {"completed", "failed", "cancelled"}:
@@ -190,9 +205,9 @@ async def get_job(request: web.Request) -> web.Response:
     state = state_of(request)
     assert state.queue is not None and state.store is not None
     job_id = request.match_info["job_id"]
-    running = state.queue.running
-    if running is not None and running.prompt_id == job_id:
-        return web.json_response(queued_job(running, "in_progress"))
+    running = state.queue.active.get(job_id)
+    if running is not None:
+        return web.json_response(_with_worker(queued_job(running, "in_progress"), _running_on(state)))
     for item in state.queue.pending():
         if item.prompt_id == job_id:
             return web.json_response(queued_job(item, "pending"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.app import json_error, read_json, state_of
+from server.workers.pool import running_on
 
 routes = web.RouteTableDef()
 
@@ -22,12 +23,20 @@ def _id_list(value: object, key: str) -> list[str]:
 
 @routes.get("/queue")
 async def get_queue(request: web.Request) -> web.Response:
-    """Running and pending prompts as 5-element arrays (pending in heap order)."""
-    queue = state_of(request).queue
+    """Running and pending prompts as 5-element arrays (pending in heap order).
+
+    Extension: ``running_on`` maps each running prompt id to the worker running it
+    (``local``, or a Ray actor's name such as ``ray-1``).
+    """
+    state = state_of(request)
+    queue = state.queue
     assert queue is not None
-    running = [queue.running.as_tuple()] if queue.running is not None else []
+    running = [item.as_tuple() for item in queue.running_items()]
     pending = [item.as_tuple() for item in queue.pending()]
-    return web.json_response({"queue_running": running, "queue_pending": pending})
+    body = {"queue_running": running, "queue_pending": pending}
+    if state.worker is not None:
+        body["running_on"] = running_on(state.worker.status())
+    return web.json_response(body)
 
 
 @routes.post("/queue")

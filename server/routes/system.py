@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from server.app import state_of
+from server.workers.pool import worker_rows
 
 routes = web.RouteTableDef()
 
@@ -76,7 +77,8 @@ def _torch_version() -> str:
 
 @routes.get("/system_stats")
 async def system_stats(request: web.Request) -> web.Response:
-    """OS, memory, versions and devices in the shape the frontend's schema requires."""
+    """OS, memory, versions and devices in the shape the frontend's schema requires, plus ``workers``."""
+    state = state_of(request)
     total, free = _memory()
     return web.json_response(
         {
@@ -95,6 +97,8 @@ async def system_stats(request: web.Request) -> web.Response:
                 "machine": platform.machine(),
             },
             "devices": _devices(),
+            # extension: the workers that run prompts (a Ray pool lists its actors and their hosts)
+            "workers": worker_rows(state.worker.status()) if state.worker is not None else [],
         }
     )
 

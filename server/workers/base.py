@@ -59,6 +59,10 @@ class Worker(Protocol):
     ``run`` blocks until the prompt is finished (the dispatcher calls it from its own
     worker thread); ``interrupt``, ``free`` and ``status`` are called from the event
     loop while ``run`` may be in progress, so they must be thread-safe and quick.
+
+    Optional: a worker with an attribute ``slots`` > 1 (a pool, such as
+    ``server.workers.ray_worker.RayPool``) gets up to that many ``run`` calls at once,
+    from different threads; without it the dispatcher runs one prompt at a time.
     """
 
     def run(self, item: QueueItem, sink: EventSink) -> RunOutcome:
