@@ -17,14 +17,7 @@ from diffusion.synthetic import write_checkpoint
 SHAPE = (1, 4, 8, 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run 3-5x faster on one thread on a busy 2-core machine (measured: 0.12 s vs 0.58 s
-    per 3-step sample); the setting is put back after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

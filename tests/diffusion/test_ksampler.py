@@ -11,24 +11,13 @@ from diffusion.checkpoint import load_checkpoint
 from diffusion.ksampler import ksample
 from diffusion.models import UNetModel
 from diffusion.preview import latent_to_rgb, preview_tuple, wants_preview
-from diffusion.synthetic import write_checkpoint
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run 3-5x faster on one thread on a busy 2-core machine (measured: 0.12 s vs 0.58 s
-    per 3-step sample); the setting is put back after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def unet(tmp_path_factory: pytest.TempPathFactory) -> UNetModel:
-    path = write_checkpoint(Path(tmp_path_factory.mktemp("ks")) / "sd15.safetensors", "sd15", "tiny", 4,
-                            torch.float32)
-    model = load_checkpoint(path, precision="fp32", parts=("unet",)).unet
+def unet(tiny_sd15_path: Path) -> UNetModel:
+    model = load_checkpoint(tiny_sd15_path, precision="fp32", parts=("unet",)).unet
     assert model is not None
     return model
 

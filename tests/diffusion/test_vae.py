@@ -10,24 +10,13 @@ import torch
 from diffusion import vae as ops
 from diffusion.checkpoint import load_checkpoint
 from diffusion.models import VAEModel
-from diffusion.synthetic import write_checkpoint
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run 3-5x faster on one thread on a busy 2-core machine (measured: 0.12 s vs 0.58 s
-    per 3-step sample); the setting is put back after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def vae(tmp_path_factory: pytest.TempPathFactory) -> VAEModel:
-    path = write_checkpoint(Path(tmp_path_factory.mktemp("vae")) / "sd15.safetensors", "sd15", "tiny", 5,
-                            torch.float32)
-    model = load_checkpoint(path, precision="fp32", parts=("vae",)).vae
+def vae(tiny_sd15_path: Path) -> VAEModel:
+    model = load_checkpoint(tiny_sd15_path, precision="fp32", parts=("vae",)).vae
     assert model is not None
     return model
 

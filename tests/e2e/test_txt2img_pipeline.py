@@ -26,14 +26,7 @@ from nodes.registry import NodeRegistry, build_registry
 ARCHS = ("sd15", "sdxl", "sdxl-refiner", "sd15-inpaint")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run 3-5x faster on one thread on a busy 2-core machine (measured: 0.12 s vs 0.58 s
-    per 3-step sample); the setting is put back after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

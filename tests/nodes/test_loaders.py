@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from diffusion.models import UNetModel, VAEModel
-from diffusion.synthetic import write_checkpoint
 from diffusion.text import ClipTextEncoder
 from graph.executor import Executor
 from graph.validate import validate_prompt
@@ -18,21 +17,14 @@ from nodes.folders import Folders
 from nodes.object_info import node_info
 from nodes.registry import NodeRegistry, build_registry
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run 3-5x faster on one thread on a busy 2-core machine (measured: 0.12 s vs 0.58 s
-    per 3-step sample); the setting is put back after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def base(tmp_path_factory: pytest.TempPathFactory, tiny_sd15_path: Path) -> Path:
     root = tmp_path_factory.mktemp("loaders")
-    ckpt = write_checkpoint(root / "models" / "checkpoints" / "tiny.safetensors", "sd15", "tiny", 1, torch.float32)
+    (root / "models" / "checkpoints").mkdir(parents=True)
+    ckpt = shutil.copy(tiny_sd15_path, root / "models" / "checkpoints" / "tiny.safetensors")
     (root / "models" / "vae").mkdir(parents=True)
     shutil.copy(ckpt, root / "models" / "vae" / "tiny-vae.safetensors")  # first_stage_model.* keys: a VAE file too
     return root

@@ -5,17 +5,16 @@ import them by a name no other test folder uses)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from graph.schema import InputSpec, NodeBehaviour, NodeSchema
 from nodes.api import Services
 from nodes.folders import Folders
 from nodes.registry import build_registry
+from tests import ws_kit
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CUSTOM_NODES = DATA / "server_nodes"
@@ -87,23 +86,7 @@ def simple_prompt(value: str = "hello") -> dict[str, Any]:
 
 async def collect_until_done(ws: Any, prompt_id: str, timeout: float = 20.0) -> list[Any]:
     """Messages of a websocket (JSON dicts, or bytes for binary frames) until ``executing`` node null."""
-    messages: list[Any] = []
-
-    async def read() -> None:
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                messages.append(msg.data)
-                continue
-            if msg.type != WSMsgType.TEXT:
-                break
-            data = json.loads(msg.data)
-            messages.append(data)
-            if data["type"] == "executing" and data["data"].get("node") is None \
-                    and data["data"].get("prompt_id") == prompt_id:
-                return
-
-    await asyncio.wait_for(read(), timeout)
-    return messages
+    return await ws_kit.collect_until_done(ws, prompt_id, timeout)
 
 
 async def wait_history(client: TestClient, prompt_id: str, timeout: float = 20.0) -> dict[str, Any]:

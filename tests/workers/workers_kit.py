@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from server.config import ServerConfig
+from tests import ws_kit
 
 WORKER_NODES = Path(__file__).resolve().parents[1] / "data" / "worker_nodes"
 
@@ -52,23 +51,7 @@ async def post(client: TestClient, prompt: dict[str, Any], **extra: Any) -> str:
 
 async def collect_until_done(ws: Any, prompt_id: str, timeout: float = 60.0) -> list[Any]:
     """Websocket messages (JSON dicts, bytes for binary frames) until ``executing`` node null."""
-    messages: list[Any] = []
-
-    async def read() -> None:
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                messages.append(msg.data)
-                continue
-            if msg.type != WSMsgType.TEXT:
-                break
-            data = json.loads(msg.data)
-            messages.append(data)
-            if data["type"] == "executing" and data["data"].get("node") is None \
-                    and data["data"].get("prompt_id") == prompt_id:
-                return
-
-    await asyncio.wait_for(read(), timeout)
-    return messages
+    return await ws_kit.collect_until_done(ws, prompt_id, timeout)
 
 
 async def wait_history(client: TestClient, prompt_ids: list[str], timeout: float = 60.0) -> dict[str, Any]:

@@ -60,6 +60,16 @@ def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float 
     return sigma_down, sigma_up
 
 
+def add_ancestral_noise(
+    x: torch.Tensor, noise_sampler: NoiseSampler, sigma: torch.Tensor, sigma_next: torch.Tensor, sigma_up: Any,
+    s_noise: float,
+) -> torch.Tensor:
+    """The ancestral step's way back up: fresh noise of size ``sigma_up`` unless the step ends at sigma 0."""
+    if sigma_next > 0:
+        x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+    return x
+
+
 def require_noise(noise_sampler: NoiseSampler | None, sampler: str) -> NoiseSampler:
     """The noise sampler a stochastic sampler was given; a clear error when it was not."""
     if noise_sampler is None:

@@ -13,7 +13,15 @@ from typing import Any, Literal
 import torch
 
 from diffusion.sampling.noise import NoiseSampler
-from diffusion.sampling.samplers.base import Denoiser, StepCallback, ancestral_step, report, require_noise, to_d
+from diffusion.sampling.samplers.base import (
+    Denoiser,
+    StepCallback,
+    add_ancestral_noise,
+    ancestral_step,
+    report,
+    require_noise,
+    to_d,
+)
 
 
 def sample_dpmpp_2s_ancestral(
@@ -38,8 +46,7 @@ def sample_dpmpp_2s_ancestral(
             x_2 = ((-s).exp() / (-t).exp()) * x - (-h / 2).expm1() * denoised
             denoised_2 = model(x_2, (-s).exp() * s_in, **extra_args)
             x = ((-t_next).exp() / (-t).exp()) * x - (-h).expm1() * denoised_2
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+        x = add_ancestral_noise(x, noise_sampler, sigmas[i], sigmas[i + 1], sigma_up, s_noise)
     return x
 
 
@@ -102,11 +109,7 @@ def sample_dpmpp_2m_sde(
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            lambda_s, lambda_t = -sigmas[i].log(), -sigmas[i + 1].log()
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+            x, h, h_eta, alpha_t = _sde_first_order_step(x, denoised, sigmas[i], sigmas[i + 1], eta)
             if old_denoised is not None and h_last is not None:
                 r = h_last / h
                 if solver_type == "heun":
@@ -114,9 +117,7 @@ def sample_dpmpp_2m_sde(
                     x = x + alpha_t * phi * (1 / r) * (denoised - old_denoised)
                 else:
                     x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
-            if eta > 0 and s_noise > 0:
-                noise = noise_sampler(sigmas[i], sigmas[i + 1])
-                x = x + noise * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+            x = _add_sde_noise(x, noise_sampler, sigmas[i], sigmas[i + 1], h, eta, s_noise)
         old_denoised = denoised
         h_last = h
     return x
@@ -151,11 +152,7 @@ def sample_dpmpp_3m_sde(
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            lambda_s, lambda_t = -sigmas[i].log(), -sigmas[i + 1].log()
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+            x, h, h_eta, alpha_t = _sde_first_order_step(x, denoised, sigmas[i], sigmas[i + 1], eta)
             phi_2 = h_eta.neg().expm1() / h_eta + 1
             if h_2 is not None and h_1 is not None and denoised_1 is not None and denoised_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
@@ -168,9 +165,34 @@ def sample_dpmpp_3m_sde(
             elif h_1 is not None and denoised_1 is not None:
                 d = (denoised - denoised_1) / (h_1 / h)
                 x = x + (alpha_t * phi_2) * d
-            if eta > 0 and s_noise > 0:
-                noise = noise_sampler(sigmas[i], sigmas[i + 1])
-                x = x + noise * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+            x = _add_sde_noise(x, noise_sampler, sigmas[i], sigmas[i + 1], h, eta, s_noise)
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
+    return x
+
+
+def _sde_first_order_step(
+    x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first-order (data prediction) SDE step of the multistep samplers: ``(x, h, h_eta, alpha_t)``.
+
+    ``h`` is the step in lambda, ``h_eta = h * (eta + 1)`` and ``alpha_t`` the next alpha, which
+    the higher-order corrections reuse.
+    """
+    lambda_s, lambda_t = -sigma.log(), -sigma_next.log()
+    h = lambda_t - lambda_s
+    h_eta = h * (eta + 1)
+    alpha_t = sigma_next * lambda_t.exp()
+    x = sigma_next / sigma * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+    return x, h, h_eta, alpha_t
+
+
+def _add_sde_noise(
+    x: torch.Tensor, noise_sampler: NoiseSampler, sigma: torch.Tensor, sigma_next: torch.Tensor, h: torch.Tensor,
+    eta: float, s_noise: float,
+) -> torch.Tensor:
+    """The noise the multistep SDE samplers inject after a step of size ``h`` (none when eta or s_noise is 0)."""
+    if eta > 0 and s_noise > 0:
+        noise = noise_sampler(sigma, sigma_next)
+        x = x + noise * sigma_next * (-2 * h * eta).expm1().neg().sqrt() * s_noise
     return x

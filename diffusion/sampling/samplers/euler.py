@@ -11,7 +11,15 @@ from typing import Any
 import torch
 
 from diffusion.sampling.noise import NoiseSampler
-from diffusion.sampling.samplers.base import Denoiser, StepCallback, ancestral_step, report, require_noise, to_d
+from diffusion.sampling.samplers.base import (
+    Denoiser,
+    StepCallback,
+    add_ancestral_noise,
+    ancestral_step,
+    report,
+    require_noise,
+    to_d,
+)
 
 
 def sample_euler(
@@ -47,8 +55,7 @@ def sample_euler_ancestral(
             continue
         d = to_d(x, sigmas[i], denoised)
         x = x + d * (sigma_down - sigmas[i])
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+        x = add_ancestral_noise(x, noise_sampler, sigmas[i], sigmas[i + 1], sigma_up, s_noise)
     return x
 
 

@@ -12,7 +12,15 @@ from typing import Any
 import torch
 
 from diffusion.sampling.noise import NoiseSampler
-from diffusion.sampling.samplers.base import Denoiser, StepCallback, ancestral_step, report, require_noise, to_d
+from diffusion.sampling.samplers.base import (
+    Denoiser,
+    StepCallback,
+    add_ancestral_noise,
+    ancestral_step,
+    report,
+    require_noise,
+    to_d,
+)
 
 
 def _res_multistep(
@@ -40,8 +48,7 @@ def _res_multistep(
             b1 = torch.nan_to_num(phi1 - phi2 / c2, nan=0.0)
             b2 = torch.nan_to_num(phi2 / c2, nan=0.0)
             x = (-h).exp() * x + h * (b1 * denoised + b2 * old_denoised)
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+        x = add_ancestral_noise(x, noise_sampler, sigmas[i], sigmas[i + 1], sigma_up, s_noise)
         old_denoised = denoised
         old_sigma_down = sigma_down
     return x
