@@ -31,7 +31,7 @@ test: $(STAMP) models
 serve: $(STAMP) models
 	$(BIN)/noodlebox serve
 
-# The embedded default checkpoint (random weights, nodes/default_model.py) when models/checkpoints is empty.
+# The default checkpoint (the demo model, nodes/default_model.py) when models/checkpoints is empty.
 .PHONY: models
 models: $(STAMP)
 	$(BIN)/python -m nodes.default_model

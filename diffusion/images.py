@@ -51,10 +51,17 @@ def save_png(image: torch.Tensor, path: Path, text: PngInfo | None = None, compr
     try:
         with os.fdopen(fd, "wb") as handle:
             to_pil(image).save(handle, format="PNG", pnginfo=text, compress_level=compress_level)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved image gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

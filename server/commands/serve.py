@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the web editor served at / (comfyui: the official ComfyUI frontend, GPL-3.0, "
                         "from the optional extra noodlebox[comfyui-frontend])")
     p.add_argument("--no-default-model", action="store_true",
-                   help="do not write the random-weight default checkpoint when the checkpoint folder is empty")
+                   help="do not copy the demo model in as the default checkpoint when the checkpoint folder is empty")
     p.add_argument("--verbose", action="store_true", help="log at INFO level")
     p.set_defaults(func=_serve)
 
@@ -136,8 +136,8 @@ async def serve(config: ServerConfig, web_root: Path | None = None, default_mode
     """Run the server until SIGTERM/SIGINT, then shut down gracefully.
 
     ``web_root`` replaces the editor served at ``/`` (``--frontend comfyui``). With
-    ``default_model`` an empty checkpoint folder gets the embedded random-weight default
-    (``nodes.default_model``), so the example workflows run on a fresh machine.
+    ``default_model`` an empty checkpoint folder gets the default checkpoint (the demo model,
+    ``nodes.default_model``), so the example workflows run on a fresh machine.
     """
     from aiohttp import web
 

@@ -26,6 +26,7 @@ def test_png_round_trip_with_text_chunks(tmp_path: Path) -> None:
     assert torch.all((loaded[0] - image).abs() <= 1 / 255 + 1e-6)
     assert mask.shape == (1, 64, 64) and mask.sum() == 0
     assert not list(tmp_path.glob(".tmp-*"))
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by others, like any saved file (umask 022)
 
 
 def test_alpha_becomes_inverted_mask(tmp_path: Path) -> None:

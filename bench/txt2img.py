@@ -1,0 +1,387 @@
+"""txt2img on the full-size random SD1.5 checkpoint: noodlebox (fp32 and auto) against a diffusers baseline.
+
+One run, three measurements, each in its own subprocess (so each peak RSS is its own):
+
+- ``fp32`` and ``auto``: the txt2img prompt (256x256, 4 steps euler/normal, batch 1, cfg 8)
+  through the real registry and :class:`graph.executor.Executor`, timed from the executor's
+  events: checkpoint load, text encodes, each sampler step, VAE decode, total. Then the
+  same prompt with only the seed changed: which nodes ran, and how long it took.
+- ``diffusers``: a ``StableDiffusionPipeline`` built from the same loaded modules (UNet,
+  CLIP-L, VAE) with an ``EulerDiscreteScheduler`` given the same sigmas (``sigmas=``) and
+  the same starting noise (ComfyUI's seeded noise, scaled the way ComfyUI scales it).
+
+The parent prints one JSON object: every part's figures, the time ratios against the
+baseline, the largest absolute difference between noodlebox's fp32 latent and the
+baseline's (they should agree to 1e-4 for euler), and the PSNR of the ``auto`` image
+against the ``fp32`` one (what the fast path costs). Usage::
+
+    python bench/txt2img.py                 # makes ~/.cache/noodlebox/bench/<checkpoint> once (2 GB)
+    python bench/txt2img.py --ckpt FILE     # any SD1.5 single-file checkpoint
+
+Not part of ``make test``: it takes minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CACHE = Path.home() / ".cache" / "noodlebox" / "bench"
+FULL_NAME = "noodlebox-random-full-sd15.safetensors"
+POSITIVE = "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,"
+NEGATIVE = "text, watermark"
+PARTS = ("fp32", "auto", "diffusers")
+
+
+def txt2img_prompt(ckpt_name: str, size: int, steps: int, seed: int) -> dict[str, Any]:
+    """ComfyUI's default graph at ``size`` pixels, ``steps`` euler/normal steps."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": POSITIVE, "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["4", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": seed, "steps": steps, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "bench", "images": ["8", 0]}},
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB.
+
+    ``VmHWM`` of ``/proc/self/status`` where there is one: it starts afresh at exec, whereas
+    ``ru_maxrss`` carries the parent's peak over into a child (here: the checkpoint generation).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ensure_checkpoint(path: Path | None) -> Path:
+    """The checkpoint to use: ``path``, or the full random SD1.5 one (generated into the cache once)."""
+    if path is not None:
+        return path
+    target = CACHE / FULL_NAME
+    if not target.exists():
+        from diffusion.synthetic import write_checkpoint
+
+        CACHE.mkdir(parents=True, exist_ok=True)
+        print(f"writing {target} (once)...", file=sys.stderr)
+        fd, tmp = tempfile.mkstemp(dir=CACHE, suffix=".safetensors")
+        os.close(fd)
+        try:
+            write_checkpoint(tmp, "sd15", "full", 0)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+# -- noodlebox --------------------------------------------------------------------------------
+
+
+class Timeline:
+    """Executor events with their times; node durations and sampler steps from them."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        """The executor's sink."""
+        self.events.append((time.perf_counter(), event, data))
+
+    def node_seconds(self) -> dict[str, float]:
+        """Node id -> seconds from its ``executing`` event to its ``finished`` state."""
+        started: dict[str, float] = {}
+        took: dict[str, float] = {}
+        for t, event, data in self.events:
+            if event == "executing" and data.get("node") is not None:
+                started[data["node"]] = t
+            elif event == "progress_state":
+                for node_id, state in data["nodes"].items():
+                    if state["state"] == "finished" and node_id in started:
+                        took[node_id] = t - started[node_id]
+        return took
+
+    def step_seconds(self, node_id: str) -> list[float]:
+        """Seconds per sampler step of ``node_id`` (the first counted from the node's start)."""
+        last = next(t for t, e, d in self.events if e == "executing" and d.get("node") == node_id)
+        steps = []
+        for t, event, data in self.events:
+            if event == "progress" and data.get("node") == node_id:
+                steps.append(t - last)
+                last = t
+        return steps
+
+
+def capture_output(registry: Any, class_type: str, store: list[Any]) -> None:
+    """Replace ``class_type``'s schema by one that also keeps its first output value in ``store``."""
+    schema = registry[class_type]
+    run = schema.behaviour.execute
+
+    def execute(instance: Any, ctx: Any, inputs: dict[str, Any]) -> Any:
+        out = run(instance, ctx, inputs)
+        values = out.get("result") if isinstance(out, dict) else out
+        store.append(values[0] if isinstance(values, tuple | list) else values)
+        return out
+
+    registry.add(dataclasses.replace(schema, behaviour=dataclasses.replace(schema.behaviour, execute=execute)))
+
+
+def noodlebox_part(precision: str, ckpt: Path, work: Path, size: int, steps: int, seed: int) -> dict[str, Any]:
+    """Run the prompt twice (the second time with another seed) at ``precision``."""
+    import torch
+
+    import diffusion.checkpoint  # noqa: F401  (imported before the clock starts, as the baseline does)
+    from graph.executor import Executor
+    from graph.validate import validate_prompt
+    from nodes.api import Services
+    from nodes.folders import Folders
+    from nodes.registry import build_registry
+
+    base = work / f"base-{precision}"
+    (base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    link = base / "models" / "checkpoints" / ckpt.name
+    if not link.exists():
+        link.symlink_to(ckpt.resolve())
+    registry = build_registry(Services(folders=Folders(base), precision=precision))
+    latents: list[Any] = []
+    capture_output(registry, "KSampler", latents)
+    executor = Executor(registry)
+
+    def run(run_seed: int) -> tuple[Any, Timeline, float]:
+        checked = validate_prompt(txt2img_prompt(ckpt.name, size, steps, run_seed), registry)
+        if not checked.ok:
+            raise SystemExit(json.dumps(checked.response_body()))
+        timeline = Timeline()
+        start = time.perf_counter()
+        result = executor.run(checked.prompt, f"bench-{run_seed}", outputs=checked.outputs, sink=timeline)
+        took = time.perf_counter() - start
+        if result.status != "success":
+            raise SystemExit(json.dumps(result.error, default=str)[:2000])
+        return result, timeline, took
+
+    first, timeline, total = run(seed)
+    nodes = timeline.node_seconds()
+    image = first.outputs["9"]["images"][0]
+    torch.save(latents[0]["samples"], work / f"{precision}-latent.pt")
+    png = base / "output" / image["subfolder"] / image["filename"]
+    second, timeline2, total2 = run(seed + 1)
+    return {
+        "precision": precision,
+        "load_s": nodes.get("4"),
+        "encode_s": nodes.get("6", 0.0) + nodes.get("7", 0.0),
+        "sample_s": nodes.get("3"),
+        "step_s": timeline.step_seconds("3"),
+        "decode_s": nodes.get("8"),
+        "save_s": nodes.get("9"),
+        "total_s": total,
+        "image": str(png),
+        "seed_change": {
+            "executed": second.executed,
+            "cached": next((d["nodes"] for _, e, d in timeline2.events if e == "execution_cached"), []),
+            "total_s": total2,
+            "step_s": timeline2.step_seconds("3"),
+        },
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+# -- the diffusers baseline ------------------------------------------------------------------
+
+
+def diffusers_part(ckpt: Path, work: Path, size: int, steps: int, seed: int) -> dict[str, Any]:
+    """The same txt2img through ``StableDiffusionPipeline`` built from our loaded modules."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from diffusion.checkpoint import load_checkpoint
+    from diffusion.sampling import DiscreteSchedule, ksampler_sigmas, prepare_noise
+    from diffusion.tokenizer import clip_tokenizer
+
+    class IntegerTimesteps(EulerDiscreteScheduler):
+        """Euler on the given sigmas, feeding the UNet the nearest integer timestep, as ComfyUI does
+        (diffusers interpolates a fractional one; the UNet's answer differs by ~1e-4)."""
+
+        def set_timesteps(self, num_inference_steps: int | None = None, device: Any = None,
+                          timesteps: list[int] | None = None, sigmas: list[float] | None = None) -> None:
+            super().set_timesteps(num_inference_steps, device, timesteps=timesteps, sigmas=sigmas)
+            self.timesteps = self.timesteps.round()
+
+    start = time.perf_counter()
+    loaded = load_checkpoint(ckpt, precision="fp32")
+    assert loaded.unet is not None and loaded.clip is not None and loaded.vae is not None
+    # SD1.5's own scheduler config; the sigmas below replace its spacing.
+    scheduler = IntegerTimesteps(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                 beta_schedule="scaled_linear", prediction_type="epsilon", steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=loaded.vae.model, text_encoder=loaded.clip.clip_l, tokenizer=clip_tokenizer(),
+                                   unet=loaded.unet.model, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    load_s = time.perf_counter() - start
+
+    sigmas = ksampler_sigmas(DiscreteSchedule(prediction="eps"), "normal", "euler", steps, 1.0)
+    noise = prepare_noise(torch.zeros(1, 4, size // 8, size // 8), seed)
+    probe = IntegerTimesteps.from_config(scheduler.config)
+    probe.set_timesteps(sigmas=sigmas.tolist())
+    # ComfyUI starts a full denoise at noise * sqrt(1 + sigma_max^2); the pipeline multiplies by init_noise_sigma.
+    start_latents = noise * math.sqrt(1.0 + float(sigmas[0]) ** 2) / float(probe.init_noise_sigma)
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        positive, negative = pipe.encode_prompt(POSITIVE, torch.device("cpu"), 1, True, NEGATIVE)
+    encode_s = time.perf_counter() - t0
+    marks = [time.perf_counter()]
+
+    def on_step(_pipe: Any, _step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        marks.append(time.perf_counter())
+        return kwargs
+
+    latents = pipe(prompt_embeds=positive, negative_prompt_embeds=negative, guidance_scale=8.0, sigmas=sigmas.tolist(),
+                   height=size, width=size, latents=start_latents, output_type="latent",
+                   callback_on_step_end=on_step).images
+    sample_s = marks[-1] - marks[0]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    decode_s = time.perf_counter() - t0
+    torch.save(latents / pipe.vae.config.scaling_factor, work / "diffusers-latent.pt")
+    torch.save(((image + 1) / 2).clamp(0, 1), work / "diffusers-image.pt")
+    return {
+        "load_s": load_s,
+        "encode_s": encode_s,
+        "sample_s": sample_s,
+        "step_s": [b - a for a, b in itertools.pairwise(marks)],
+        "decode_s": decode_s,
+        "total_s": encode_s + sample_s + decode_s + load_s,
+        "latent_scale": float(pipe.vae.config.scaling_factor),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+# -- the parent ---------------------------------------------------------------------------------
+
+
+def psnr(a: Any, b: Any) -> float:
+    """PSNR in dB of two uint8 images."""
+    import numpy as np
+
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def compare(results: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    """Ratios against the baseline, latent differences and the auto-vs-fp32 PSNR."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    out: dict[str, Any] = {}
+    base = results.get("diffusers")
+    for part in ("fp32", "auto"):
+        if part in results and base:
+            out[f"{part}_vs_diffusers_total_ratio"] = results[part]["total_s"] / base["total_s"]
+            out[f"{part}_vs_diffusers_sample_ratio"] = results[part]["sample_s"] / base["sample_s"]
+            out[f"{part}_vs_diffusers_peak_rss_ratio"] = results[part]["peak_rss_mb"] / base["peak_rss_mb"]
+    latents = {p: torch.load(work / f"{p}-latent.pt") for p in PARTS if (work / f"{p}-latent.pt").exists()}
+    if "fp32" in latents and "diffusers" in latents:
+        diff = (latents["fp32"].float() - latents["diffusers"].float()).abs().max().item()
+        scale = float(results["diffusers"].get("latent_scale", 0.18215))
+        # LATENT outputs are unscaled (VAE space); the sampler and diffusers' pipeline work on latent * scale.
+        out["fp32_vs_diffusers_latent_max_abs_diff"] = diff
+        out["fp32_vs_diffusers_model_space_max_abs_diff"] = diff * scale
+        out["fp32_vs_diffusers_latent_max_rel_diff"] = diff / latents["diffusers"].float().abs().max().item()
+        out["model_space_latents_match_1e-4"] = diff * scale <= 1e-4
+    if "fp32" in latents and "auto" in latents:
+        out["auto_vs_fp32_latent_max_abs_diff"] = (latents["auto"].float() - latents["fp32"].float()).abs().max().item()
+    if "fp32" in results and "auto" in results:
+        images = [np.asarray(Image.open(results[p]["image"]).convert("RGB")) for p in ("fp32", "auto")]
+        out["auto_vs_fp32_psnr_db"] = psnr(images[0], images[1])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments; run the parts (each in a subprocess) or, with ``--part``, one of them."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", type=Path, default=None, help="an SD1.5 checkpoint (default: the random full one)")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which of {', '.join(PARTS)} to run")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per part (default: torch's choice, one per core); on a machine "
+                             "where other work holds a core, 1 thread avoids stalls at every parallel barrier")
+    parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # the subprocess's own part
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.part is not None:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        if args.part == "diffusers":
+            result = diffusers_part(args.ckpt, args.work, args.size, args.steps, args.seed)
+        else:
+            result = noodlebox_part(args.part, args.ckpt, args.work, args.size, args.steps, args.seed)
+        print(json.dumps(result))
+        return 0
+
+    ckpt = ensure_checkpoint(args.ckpt)
+    parts = [p for p in args.parts.split(",") if p]
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="noodlebox-bench-") as tmp:
+        work = Path(tmp)
+        results: dict[str, dict[str, Any]] = {}
+        for part in parts:
+            cmd = [sys.executable, __file__, "--part", part, "--ckpt", str(ckpt), "--work", str(work),
+                   "--size", str(args.size), "--steps", str(args.steps), "--seed", str(args.seed),
+                   *(["--threads", str(args.threads)] if args.threads else [])]
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+            if done.returncode != 0:
+                results[part] = {"error": (done.stderr or done.stdout).strip()[-2000:]}
+                continue
+            results[part] = json.loads(done.stdout.strip().splitlines()[-1])
+        ok = {p: r for p, r in results.items() if "error" not in r}
+        report = {
+            "checkpoint": str(ckpt),
+            "settings": {"size": args.size, "steps": args.steps, "sampler": "euler", "scheduler": "normal",
+                         "cfg": 8.0, "batch": 1, "seed": args.seed, "threads": args.threads or _threads(),
+                         # other work on the machine skews the times: say how busy it was
+                         "load_average_before_after": [load_before, os.getloadavg()[0]]},
+            **results,
+            "comparison": compare(ok, work),
+        }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
