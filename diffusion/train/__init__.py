@@ -1,0 +1,1 @@
+"""Training the demo model: a procedural shapes dataset and CPU training loops (torch only, nothing of ours above)."""

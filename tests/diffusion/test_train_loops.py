@@ -1,0 +1,104 @@
+"""Training loops: a few steps reproduce from the seed, latents are normalised, the file loads like SD1.5."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from diffusion.checkpoint import load_checkpoint
+from diffusion.detect import detect
+from diffusion.train import config, loops, shapes
+from diffusion.train.export import ORIGIN, checkpoint_tensors, write_demo_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    # the loss curve is only reproducible for a fixed thread count
+    torch.set_num_threads(1)
+
+
+def _vae_run(seed: int) -> list[float]:
+    torch.manual_seed(seed)
+    vae = config.build_vae()
+    log = loops.train_vae(vae, seed, steps=2, batch=2, full_steps=1, every=1)
+    return [p["loss"] for p in log.points]
+
+
+def test_vae_steps_repeat_from_the_seed() -> None:
+    first, second, other = _vae_run(0), _vae_run(0), _vae_run(1)
+    assert len(first) == 3
+    assert first == second
+    assert first != other
+
+
+def _diffusion_run(seed: int) -> tuple[list[float], torch.Tensor]:
+    torch.manual_seed(seed)
+    text, unet = config.build_text_encoder(), config.build_unet()
+    latents = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+    captions = [s.caption for s in (shapes.describe(seed, i) for i in range(8))]
+    log = loops.train_diffusion(unet, text, latents, captions, seed, steps=3, batch=4, every=1)
+    return [p["loss"] for p in log.points], unet.conv_out.weight.detach().clone()
+
+
+def test_diffusion_steps_repeat_from_the_seed_and_learn() -> None:
+    (first, w1), (second, w2) = _diffusion_run(3), _diffusion_run(3)
+    assert first == second and torch.equal(w1, w2)
+    other, _ = _diffusion_run(4)
+    assert first != other
+    # an eps loss near 1 at the start: the UNet predicts roughly nothing of the unit-variance noise
+    assert 0.5 < first[0] < 2.0
+
+
+def test_normalised_latents_have_unit_spread_and_decode_the_same() -> None:
+    torch.manual_seed(0)
+    vae = config.build_vae()
+    images, _ = shapes.make_batch(0, 0, 8)
+    raw = loops.encode_latents(vae, images)
+    with torch.no_grad():
+        before = vae.decode(raw).sample
+    scaled = loops.normalise_latents(vae, raw)
+    assert torch.allclose(scaled, loops.encode_latents(vae, images), atol=1e-4)
+    model_space = scaled * config.LATENT_SCALE
+    assert torch.allclose(model_space.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(model_space.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4)
+    with torch.no_grad():
+        after = vae.decode(scaled).sample
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_captions_tokenize_as_inference_does() -> None:
+    ids = loops.CaptionTokens()(["a red circle on a blue background", ""])
+    assert ids.shape == (2, 77)
+    assert ids[0, 0] == 49406 and ids[1, 1] == 49407 and (ids[1, 2:] == 49407).all()
+    assert (ids[0, 1:8] < 49406).all()
+
+
+def test_exported_file_is_detected_and_loaded_as_sd1(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    unet, vae, text = config.build_unet(), config.build_vae(), config.build_text_encoder()
+    tensors = checkpoint_tensors(unet, vae, text, torch.float32)
+    layout = detect({k: tuple(v.shape) for k, v in tensors.items()})
+    assert layout.arch == "sd1"
+    for key, value in config.UNET_CONFIG.items():
+        assert layout.unet_config[key] == value, key
+    assert layout.vae_config == config.VAE_CONFIG
+    assert {k: layout.text_encoders[0].config[k] for k in config.TEXT_CONFIG} == config.TEXT_CONFIG
+
+    path = write_demo_checkpoint(tmp_path / "demo.safetensors", unet, vae, text, {"noodlebox.seed": "0"})
+    loaded = load_checkpoint(path, precision="fp32")
+    x = torch.randn(1, 4, 8, 8)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        context = text(loops.CaptionTokens()(["a red circle"])).last_hidden_state
+        expected = unet(x, t, encoder_hidden_states=context).sample
+        cond, _ = loaded.clip.encode("a red circle")
+        got = loaded.unet.model(x, t, encoder_hidden_states=cond).sample
+    # fp16 storage: the same network up to half-precision rounding of the weights
+    assert torch.allclose(got, expected, atol=0.05)
+    assert torch.allclose(cond, context, atol=0.05)
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["noodlebox.origin"] == ORIGIN
+        assert f.get_tensor("model.diffusion_model.out.2.weight").dtype == torch.float16
