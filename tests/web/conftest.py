@@ -60,8 +60,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the session. Its empty checkpoint folder gets the embedded default model,
-    the seeded tiny random-weight SD1.5 checkpoint (``make-checkpoint --arch sd15 --size tiny``)."""
+    """One server for the session. Its empty checkpoint folder gets the embedded default model
+    (the demo model shipped in ``models/demo/``)."""
     running = start_server(tmp_path_factory.mktemp("noodlebox-web"))
     try:
         yield running

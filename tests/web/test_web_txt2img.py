@@ -19,9 +19,11 @@ from typing import Any
 
 from web_editor import ROOT, Editor, Server, require_nodes, workflow_summary
 
+from nodes.default_model import DEFAULT_CHECKPOINT
+
 STEPS = 12
-#: The server writes this seeded tiny SD1.5 checkpoint into an empty checkpoint folder.
-TINY_CHECKPOINT = "noodlebox-random-tiny-sd15.safetensors"
+#: The server copies the shipped demo model into its empty checkpoint folder.
+TINY_CHECKPOINT = DEFAULT_CHECKPOINT
 
 
 def next_frame(page: Any) -> None:
