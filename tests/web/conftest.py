@@ -75,9 +75,11 @@ def node_types(server: Server) -> set[str]:
     return set(server.get_json("/api/object_info"))  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Headless Debian chromium."""
+    """Headless Debian chromium, per module: Playwright's sync API keeps an asyncio loop
+    running in the main thread while it is started, which would break the async tests of
+    any folder collected after this one if the browser lived for the whole session."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
