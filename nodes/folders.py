@@ -14,6 +14,7 @@ the invalidation right, and a file dropped into a folder shows up at once.
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -276,3 +277,21 @@ def _walk(directory: Path, extensions: frozenset[str]) -> Iterable[str]:
         for filename in filenames:
             if not extensions or os.path.splitext(filename)[1].lower() in extensions:
                 yield (root_path / filename).relative_to(directory).as_posix()
+
+
+def split_annotation(filename: str) -> tuple[str, str | None]:
+    """``"x.png [output]"`` -> ``("x.png", "output")``; other names are returned unchanged."""
+    for kind in ("output", "input", "temp"):
+        suffix = f" [{kind}]"
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)], kind
+    return filename, None
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -7,7 +7,6 @@ editor's history, ``/view`` and drag-and-drop of a saved PNG work unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +33,7 @@ from .api import (
     files_in_input,
     node,
 )
-from .folders import Folders, UnsafePathError, safe_relative
+from .folders import Folders, UnsafePathError, safe_relative, sha256_of, split_annotation
 from .latent import MAX_RESOLUTION
 from .save_paths import save_target
 
@@ -49,13 +48,8 @@ def annotated_path(folders: Folders, name: str) -> Path:
 
     Raises :class:`~nodes.folders.UnsafePathError` for a name that would leave its folder.
     """
-    kind = "input"
-    for candidate in ("output", "input", "temp"):
-        suffix = f" [{candidate}]"
-        if name.endswith(suffix):
-            name, kind = name[: -len(suffix)], candidate
-            break
-    return folders.directory(kind).joinpath(*safe_relative(name).parts)
+    name, kind = split_annotation(name)
+    return folders.directory(kind or "input").joinpath(*safe_relative(name).parts)
 
 
 def _save_images(
@@ -119,11 +113,7 @@ def LoadImage(
 @LoadImage.fingerprint
 def _load_image_changed(image: str, services: Services) -> str:
     """The file's SHA-256: a re-uploaded image under the same name runs the node again."""
-    digest = hashlib.sha256()
-    with open(annotated_path(services.folders, image), "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(annotated_path(services.folders, image))
 
 
 @LoadImage.validator

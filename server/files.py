@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from nodes.folders import sha256_of
+
 #: Content types ``/view`` never sends as such: they would run in the browser.
 UNSAFE_CONTENT_TYPES = frozenset(
     {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript", "text/css",
@@ -64,24 +66,6 @@ def content_type_for(name: str) -> str:
     if guessed is None or guessed in UNSAFE_CONTENT_TYPES:
         return "application/octet-stream"
     return guessed
-
-
-def split_annotation(filename: str) -> tuple[str, str | None]:
-    """``"x.png [output]"`` -> ``("x.png", "output")``; other names are returned unchanged."""
-    for kind in ("output", "input", "temp"):
-        suffix = f" [{kind}]"
-        if filename.endswith(suffix):
-            return filename[: -len(suffix)], kind
-    return filename, None
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def unique_upload_path(folder: Path, filename: str, data: bytes, overwrite: bool) -> tuple[Path, bool]:

@@ -17,13 +17,13 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from nodes.folders import split_annotation
 from server.app import json_error, state_of
 from server.files import (
     RefusedPathError,
     check_component,
     content_type_for,
     resolve_inside,
-    split_annotation,
     unique_upload_path,
 )
 
