@@ -1,5 +1,6 @@
 // The txt2img workflow shown on first open, in UI format 0.4 (PROTOCOL.md 6.7 gives the
-// ids, links and widget layout ComfyUI users know; positions and texts are ours).
+// ids, links and widget layout ComfyUI users know; positions are ours, and the size, prompt
+// and cfg suit the shipped demo model: 64x64, a caption it was trained on, cfg 5).
 
 /**
  * The default workflow for a checkpoint file name.
@@ -30,17 +31,17 @@ export function defaultWorkflow(ckptName) {
         [ckptName], 0),
       node(6, "CLIPTextEncode", [400, 60], [420, 160], [input("clip", "CLIP", 3)],
         [output("CONDITIONING", "CONDITIONING", [4], 0)],
-        ["a lighthouse on a rocky coast at dusk, warm light, detailed oil painting"], 1),
+        ["a red circle on a blue background"], 1),
       node(7, "CLIPTextEncode", [400, 270], [420, 160], [input("clip", "CLIP", 5)],
         [output("CONDITIONING", "CONDITIONING", [6], 0)],
-        ["blurry, watermark, text"], 2),
+        [""], 2),
       node(5, "EmptyLatentImage", [460, 480], [320, 110], [],
-        [output("LATENT", "LATENT", [2], 0)], [512, 512, 1], 3),
+        [output("LATENT", "LATENT", [2], 0)], [64, 64, 1], 3),
       node(3, "KSampler", [880, 60], [320, 270],
         [input("model", "MODEL", 1), input("positive", "CONDITIONING", 4), input("negative", "CONDITIONING", 6),
           input("latent_image", "LATENT", 2)],
         [output("LATENT", "LATENT", [7], 0)],
-        [156680208700286, "randomize", 20, 8, "euler", "normal", 1], 4),
+        [156680208700286, "randomize", 20, 5, "euler", "normal", 1], 4),
       node(8, "VAEDecode", [1240, 60], [220, 50], [input("samples", "LATENT", 7), input("vae", "VAE", 8)],
         [output("IMAGE", "IMAGE", [9], 0)], null, 5),
       node(9, "SaveImage", [1240, 160], [380, 420], [input("images", "IMAGE", 9)], [], ["ComfyUI"], 6),
