@@ -50,20 +50,27 @@ def real_registry(custom_nodes_dirs: Sequence[Path] = ()) -> Registry:
     return build_registry(None, custom_nodes_dirs)
 
 
-def load_prompt(path: Path, registry: Registry) -> dict[str, Any]:
-    """The API prompt of a workflow file: its UI workflow converted if it has one, else its API prompt.
+def load_workflow(path: Path, registry: Registry) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(prompt, workflow)`` of a workflow file: its UI workflow converted if it has one, else its API prompt.
 
-    A ComfyUI PNG carries both; the workflow is used, as the editor does when the PNG is dropped
-    on it. Errors become :class:`UserError` (one line).
+    A ComfyUI PNG carries both; the workflow is used (and returned, for a saved PNG's chunk), as the
+    editor does when the PNG is dropped on it. Errors become :class:`UserError` (one line).
     """
     try:
         loaded = load_workflow_file(path)
         if loaded.workflow is not None:
-            return to_prompt(loaded.workflow, registry)
-    except (WorkflowFileError, WorkflowError) as exc:
-        raise UserError(f"{path}: {exc}" if isinstance(exc, WorkflowError) else str(exc)) from None
+            return to_prompt(loaded.workflow, registry), loaded.workflow
+    except WorkflowFileError as exc:
+        raise UserError(str(exc)) from None
+    except WorkflowError as exc:
+        raise UserError(f"{path}: {exc}") from None
     assert loaded.prompt is not None  # load_workflow_file never returns neither
-    return loaded.prompt
+    return loaded.prompt, None
+
+
+def load_prompt(path: Path, registry: Registry) -> dict[str, Any]:
+    """The API prompt of a workflow file (see :func:`load_workflow`)."""
+    return load_workflow(path, registry)[0]
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -28,12 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from graph.files import WorkflowFileError, load_workflow_file
 from graph.schema import Registry
 from graph.validate import validate_prompt
-from graph.workflow import WorkflowError, to_prompt
 from server.cli import UserError
-from server.commands.convert import add_custom_nodes_option
+from server.commands.convert import add_custom_nodes_option, load_workflow
 from server.config import check_cache_policy
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -65,23 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # -- building the prompt ------------------------------------------------------------------
-
-
-def load_workflow(path: Path, registry: Registry) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``(prompt, workflow)`` of a file: a UI workflow is converted (and returned for the PNG's chunk).
-
-    A PNG carrying both runs its workflow, as ``convert`` and the editor do.
-    """
-    try:
-        loaded = load_workflow_file(path)
-        if loaded.workflow is not None:
-            return to_prompt(loaded.workflow, registry), loaded.workflow
-    except WorkflowFileError as exc:
-        raise UserError(str(exc)) from None
-    except WorkflowError as exc:
-        raise UserError(f"{path}: {exc}") from None
-    assert loaded.prompt is not None  # load_workflow_file never returns neither
-    return loaded.prompt, None
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
