@@ -30,12 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="seed for data, initial weights, batches and noise")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="checkpoint path (.safetensors)")
-    parser.add_argument("--vae-steps", type=int, default=300, help="VAE steps on 32-pixel crops")
-    parser.add_argument("--vae-full-steps", type=int, default=40, help="VAE steps on whole images after the crops")
+    parser.add_argument("--vae-steps", type=int, default=1000, help="VAE steps on 32-pixel crops")
+    parser.add_argument("--vae-full-steps", type=int, default=100, help="VAE steps on whole images after the crops")
+    parser.add_argument("--vae-mixed-steps", type=int, default=1000,
+                        help="decoder-only steps on latents spliced from two images (keeps inpainting local)")
     parser.add_argument("--images", type=int, default=6144, help="dataset size for the diffusion stage")
-    parser.add_argument("--unet-steps", type=int, default=2000, help="text encoder + UNet steps")
+    parser.add_argument("--unet-steps", type=int, default=3000, help="text encoder + UNet steps")
     parser.add_argument("--batch", type=int, default=48, help="diffusion batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the diffusion stage")
+    parser.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR loss weighting (0: plain epsilon loss)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the loss curve depends on it)")
     parser.add_argument("--vae-batch", type=int, default=16, help="VAE batch size")
     parser.add_argument("--log-every", type=int, default=25, help="record the mean loss every N steps")
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     vae = config.build_vae()
     vae_log = loops.train_vae(vae, args.seed, args.vae_steps, batch=args.vae_batch, full_steps=args.vae_full_steps,
-                              log=print, every=args.log_every)
+                              mixed_steps=args.vae_mixed_steps, log=print, every=args.log_every)
     vae_seconds = time.time() - started
 
     images, samples = shapes.make_batch(args.seed + 2, 0, args.images)
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed + 1)
     text, unet = config.build_text_encoder(), config.build_unet()
     unet_log = loops.train_diffusion(unet, text, latents, captions, args.seed + 3, args.unet_steps,
-                                     batch=args.batch, lr=args.lr, log=print, every=args.log_every)
+                                     batch=args.batch, lr=args.lr, snr_gamma=args.snr_gamma, log=print,
+                                     every=args.log_every)
     wall = time.time() - started
 
     # no timings in the file: the same seed must give the same bytes (they are in the JSON log)

@@ -68,8 +68,21 @@ UNET_CONFIG: dict[str, Any] = {
 
 
 def build_vae() -> AutoencoderKL:
-    """A freshly initialised demo VAE (uses torch's global RNG: seed it first)."""
-    return AutoencoderKL(**VAE_CONFIG)
+    """A freshly initialised demo VAE (uses torch's global RNG: seed it first), middle attention frozen as identity.
+
+    SD1's VAE has one self-attention block in the middle of encoder and decoder, and the
+    file layout (so the loader) expects its weights. At 8x8 latents it would let every
+    latent cell colour every pixel, so an inpainted half would repaint the untouched half
+    on decode. Its output projection is zero and frozen: the residual block passes its
+    input through unchanged, and the weights are still there for the loader.
+    """
+    vae = AutoencoderKL(**VAE_CONFIG)
+    for mid in (vae.encoder.mid_block, vae.decoder.mid_block):
+        for attention in mid.attentions:
+            torch.nn.init.zeros_(attention.to_out[0].weight)
+            torch.nn.init.zeros_(attention.to_out[0].bias)
+            attention.requires_grad_(False)
+    return vae
 
 
 def build_text_encoder() -> CLIPTextModel:

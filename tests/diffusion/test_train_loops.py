@@ -34,12 +34,48 @@ def test_vae_steps_repeat_from_the_seed() -> None:
     assert first != other
 
 
-def _diffusion_run(seed: int) -> tuple[list[float], torch.Tensor]:
+def test_vae_middle_attention_stays_the_identity() -> None:
+    torch.manual_seed(0)
+    vae = config.build_vae()
+    loops.train_vae(vae, 0, steps=2, batch=2, full_steps=1, mixed_steps=1, every=1)
+    for mid in (vae.encoder.mid_block, vae.decoder.mid_block):
+        out = mid.attentions[0].to_out[0]
+        assert not out.weight.any() and not out.bias.any()
+    x = torch.randn(1, 64, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(vae.decoder.mid_block.attentions[0](x), x)
+
+
+def test_mixed_latent_stage_trains_the_decoder_only_and_repeats() -> None:
+    def run(mixed: int) -> tuple[list[float], dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        vae = config.build_vae()
+        log = loops.train_vae(vae, 0, steps=1, batch=2, full_steps=1, mixed_steps=mixed, every=1)
+        return [p["loss"] for p in log.points], {k: v.clone() for k, v in vae.state_dict().items()}
+
+    (plain, before), (mixed, after), (again, _) = run(0), run(2), run(2)
+    assert mixed == again and len(mixed) == len(plain) + 2
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.", "quant_conv.")))
+    assert not torch.equal(before["decoder.conv_out.weight"], after["decoder.conv_out.weight"])
+
+
+def test_pasted_rectangles_follow_latent_cells() -> None:
+    x = torch.stack([torch.zeros(1, 64, 64), torch.ones(1, 64, 64)])
+    out = loops._paste_rectangles(x, 1.0, torch.Generator().manual_seed(0))
+    for image, other in ((out[0], 1.0), (out[1], 0.0)):
+        pasted = (image[0] == other).float()
+        assert 0 < pasted.mean() < 1
+        cells = pasted.reshape(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)
+        # every 8x8 cell is either wholly pasted or not at all
+        assert set(cells.mean(dim=1).tolist()) <= {0.0, 1.0}
+
+
+def _diffusion_run(seed: int, snr_gamma: float = 0.0) -> tuple[list[float], torch.Tensor]:
     torch.manual_seed(seed)
     text, unet = config.build_text_encoder(), config.build_unet()
     latents = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
     captions = [s.caption for s in (shapes.describe(seed, i) for i in range(8))]
-    log = loops.train_diffusion(unet, text, latents, captions, seed, steps=3, batch=4, every=1)
+    log = loops.train_diffusion(unet, text, latents, captions, seed, steps=3, batch=4, snr_gamma=snr_gamma, every=1)
     return [p["loss"] for p in log.points], unet.conv_out.weight.detach().clone()
 
 
@@ -50,6 +86,13 @@ def test_diffusion_steps_repeat_from_the_seed_and_learn() -> None:
     assert first != other
     # an eps loss near 1 at the start: the UNet predicts roughly nothing of the unit-variance noise
     assert 0.5 < first[0] < 2.0
+
+
+def test_min_snr_weighting_lowers_the_loss_of_clean_timesteps() -> None:
+    (plain, _), (weighted, _), (again, _) = _diffusion_run(3), _diffusion_run(3, 5.0), _diffusion_run(3, 5.0)
+    assert weighted == again
+    # same batches and noise; the weights are <= 1, and < 1 wherever SNR > 5 (the 147 cleanest timesteps)
+    assert weighted[0] < plain[0]
 
 
 def test_normalised_latents_have_unit_spread_and_decode_the_same() -> None:

@@ -13,8 +13,8 @@ import torch
 from diffusion.checkpoint import inspect_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_demo_model.py"
-TOY = ["--vae-steps", "2", "--vae-full-steps", "1", "--vae-batch", "2", "--images", "8", "--unet-steps", "2",
-       "--batch", "4", "--log-every", "1"]
+TOY = ["--vae-steps", "2", "--vae-full-steps", "1", "--vae-mixed-steps", "1", "--vae-batch", "2", "--images", "8",
+       "--unet-steps", "2", "--batch", "4", "--log-every", "1"]
 
 
 def _script() -> ModuleType:
@@ -38,7 +38,7 @@ def test_same_seed_same_file_and_a_training_log(tmp_path: Path) -> None:
     log = json.loads(a.with_suffix(".json").read_text())
     assert log["seed"] == 5 and log["command"].startswith("scripts/train_demo_model.py --seed 5")
     assert [p["step"] for p in log["unet_losses"]] == [1, 2]
-    assert len(log["vae_losses"]) == 3 and log["wall_seconds"] > 0
+    assert len(log["vae_losses"]) == 4 and log["wall_seconds"] > 0
     info = inspect_checkpoint(a)
     assert info["arch"] == "sd1" and info["dtype"] == "fp16"
     assert info["metadata"]["noodlebox.seed"] == "5"
