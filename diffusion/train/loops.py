@@ -60,6 +60,19 @@ def _lr(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def _reconstruction_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE: L1 keeps flat colours exact, MSE pulls hard on the few pixels that are far off."""
+    return (out - target).abs().mean() + (out - target).pow(2).mean()
+
+
+def _optimise(optimiser: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor) -> None:
+    """One update: gradients of ``loss``, clipped to norm 1 over ``params``, applied."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimiser.step()
+
+
 def train_vae(
     vae: AutoencoderKL, seed: int, steps: int, batch: int = 32, crop: int = 32, full_steps: int = 50,
     mixed_steps: int = 0, lr: float = 2e-3, kl_weight: float = 1e-6, log: Log | None = None, every: int = 25,
@@ -72,7 +85,8 @@ def train_vae(
     ``full_steps`` steps use the whole 64x64 image. The last ``mixed_steps`` train only the
     decoder, on latents spliced from two images (see :func:`_decoder_on_mixed_latents`).
     """
-    optimiser = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     losses, started = LossLog(every), time.time()
     vae.train()
@@ -90,11 +104,8 @@ def train_vae(
         # drowns the small mean and stalls learning for hundreds of steps. The latents are
         # rescaled afterwards anyway (normalise_latents), so only their information matters.
         out = vae.decode(posterior.mean).sample
-        loss = (out - x).abs().mean() + (out - x).pow(2).mean() + kl_weight * posterior.kl().mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimiser.step()
+        loss = _reconstruction_loss(out, x) + kl_weight * posterior.kl().mean()
+        _optimise(optimiser, params, loss)
         losses.add(step, loss.item(), started, log, "vae")
     if mixed_steps:
         _decoder_on_mixed_latents(vae, seed, mixed_steps, total, batch, lr / 2, losses, started, log)
@@ -116,8 +127,7 @@ def _decoder_on_mixed_latents(
     blocks, teaches it to decode each region as its own latents say. The encoder is
     frozen, so the latents the UNet learns from do not change.
     """
-    trainable = [p for name, p in vae.named_parameters()
-                 if p.requires_grad and not name.startswith(("encoder.", "quant_conv."))]
+    trainable = [p for part in (vae.decoder, vae.post_quant_conv) for p in part.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed + 7)
     for step in range(1, steps + 1):
@@ -132,11 +142,8 @@ def _decoder_on_mixed_latents(
         for group in optimiser.param_groups:
             group["lr"] = _lr(step - 1, steps, lr, 10)
         out = vae.decode(z).sample
-        loss = (out - x).abs().mean() + (out - x).pow(2).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimiser.step()
+        loss = _reconstruction_loss(out, x)
+        _optimise(optimiser, trainable, loss)
         losses.add(offset + step, loss.item(), started, log, "vae decoder")
 
 
@@ -247,10 +254,7 @@ def train_diffusion(
         context = text(tokens(chosen)).last_hidden_state
         predicted = unet(xt, t, encoder_hidden_states=context).sample
         loss = ((predicted - noise).pow(2).mean(dim=(1, 2, 3)) * weights[t]).mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimiser.step()
+        _optimise(optimiser, params, loss)
         losses.add(step, loss.item(), started, log, "unet")
     unet.eval()
     text.eval()
