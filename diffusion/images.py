@@ -45,9 +45,13 @@ def png_text(prompt: Mapping[str, Any] | None, extra_pnginfo: Mapping[str, Any] 
 
 
 def save_png(image: torch.Tensor, path: Path, text: PngInfo | None = None, compress_level: int = 4) -> None:
-    """Write one ``[H, W, C]`` image atomically: a half-written file never appears under ``path``."""
+    """Write one ``[H, W, C]`` image atomically: a half-written file never appears under ``path``.
+
+    The bytes go first to a hidden ``.NAME.XXXX.part`` file beside it, which no ``*.png`` listing or glob matches,
+    so a client watching the folder only ever sees whole images.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
             to_pil(image).save(handle, format="PNG", pnginfo=text, compress_level=compress_level)

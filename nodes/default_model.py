@@ -69,7 +69,8 @@ def write_default_checkpoint(path: str | os.PathLike[str]) -> Path:
             f"the demo model {DEMO_CHECKPOINT_PATH} is missing; restore it from git or run scripts/train_demo_model.py")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    # a ``.part`` name: the checkpoint list never offers a half-copied file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
         shutil.copyfile(DEMO_CHECKPOINT_PATH, tmp)

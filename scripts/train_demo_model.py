@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "file_bytes": path.stat().st_size,
         "vae_losses": vae_log.points,
         "unet_losses": unet_log.points,
-        "final_losses": {"vae": vae_log.points[-1]["loss"], "unet": unet_log.points[-1]["loss"]},
+        "final_losses": {"vae": vae_log.last, "unet": unet_log.last},
     }
     path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {path} ({record['file_bytes'] / 1e6:.1f} MB) in {wall:.0f} s")

@@ -46,6 +46,13 @@ class LossLog:
             if log:
                 log(f"{name} step {step} loss {point['loss']:.5f} ({point['seconds']} s)")
 
+    @property
+    def last(self) -> float | None:
+        """The mean loss of the latest steps: those since the last point, else the last point; None before any."""
+        if self._count:
+            return round(self._sum / self._count, 6)
+        return self.points[-1]["loss"] if self.points else None
+
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """``uint8 [N, H, W, 3]`` to float ``[N, 3, H, W]`` in [-1, 1] (the VAE's range)."""

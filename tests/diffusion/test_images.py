@@ -36,3 +36,28 @@ def test_alpha_becomes_inverted_mask(tmp_path: Path) -> None:
     _, mask = load_image(tmp_path / "m.png")
     assert mask.shape == (1, 2, 4)
     assert mask[0, 0, 0] == 1.0 and mask[0, 1, 1] == 0.0
+
+
+class _ListingChunks(list):
+    """A chunk list that lists the folder when PIL walks it, which is in the middle of writing the file."""
+
+    def __init__(self, chunks: list, folder: Path, seen: list[list[str]]) -> None:
+        super().__init__(chunks)
+        self.folder, self.seen = folder, seen
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.seen.append(sorted(p.name for p in self.folder.iterdir()))
+        return super().__iter__()
+
+
+def test_a_png_being_written_is_hidden_from_png_globs(tmp_path: Path) -> None:
+    # pathlib's glob matches dot files too, so a ".tmp-x.png" was seen half-written by a client watching the folder
+    seen: list[list[str]] = []
+    text = png_text({"1": {}}, None)
+    text.chunks = _ListingChunks(text.chunks, tmp_path, seen)
+    save_png(torch.rand(8, 8, 3), tmp_path / "out_00001_.png", text)
+    assert seen, "PIL did not walk the chunks while writing"
+    during = seen[0]
+    assert len(during) == 1 and during[0].startswith(".") and not during[0].endswith(".png"), during
+    assert [p.name for p in tmp_path.glob("*.png")] == ["out_00001_.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out_00001_.png"]

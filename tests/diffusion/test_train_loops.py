@@ -145,3 +145,15 @@ def test_exported_file_is_detected_and_loaded_as_sd1(tmp_path: Path) -> None:
     with safe_open(str(path), framework="pt") as f:
         assert f.metadata()["noodlebox.origin"] == ORIGIN
         assert f.get_tensor("model.diffusion_model.out.2.weight").dtype == torch.float16
+
+
+def test_loss_log_last_covers_steps_after_the_last_point() -> None:
+    # the training log's final loss must exist when a stage runs fewer steps than the logging interval
+    log = loops.LossLog(every=4)
+    assert log.last is None
+    for step, loss in enumerate([1.0, 3.0], start=1):
+        log.add(step, loss, started=0.0)
+    assert log.points == [] and log.last == 2.0
+    for step, loss in enumerate([5.0, 7.0, 9.0], start=3):
+        log.add(step, loss, started=0.0)
+    assert [p["loss"] for p in log.points] == [4.0] and log.last == 9.0
