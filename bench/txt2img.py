@@ -83,17 +83,13 @@ def ensure_checkpoint(path: Path | None) -> Path:
         return path
     target = CACHE / FULL_NAME
     if not target.exists():
+        from diffusion.files import atomic_path
         from diffusion.synthetic import write_checkpoint
 
         CACHE.mkdir(parents=True, exist_ok=True)
         print(f"writing {target} (once)...", file=sys.stderr)
-        fd, tmp = tempfile.mkstemp(dir=CACHE, suffix=".safetensors")
-        os.close(fd)
-        try:
+        with atomic_path(target) as tmp:
             write_checkpoint(tmp, "sd15", "full", 0)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     return target
 
 

@@ -8,8 +8,6 @@ so the editor and ComfyUI can load the workflow back from the picture.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
+
+from diffusion.files import atomic_path
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -45,27 +45,10 @@ def png_text(prompt: Mapping[str, Any] | None, extra_pnginfo: Mapping[str, Any] 
 
 
 def save_png(image: torch.Tensor, path: Path, text: PngInfo | None = None, compress_level: int = 4) -> None:
-    """Write one ``[H, W, C]`` image atomically: a half-written file never appears under ``path``.
-
-    The bytes go first to a hidden ``.NAME.XXXX.part`` file beside it, which no ``*.png`` listing or glob matches,
-    so a client watching the folder only ever sees whole images.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            to_pil(image).save(handle, format="PNG", pnginfo=text, compress_level=compress_level)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved image gets the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    """Write one ``[H, W, C]`` image atomically (:func:`diffusion.files.atomic_path`): a half-written file never
+    appears under ``path``, nor under any other ``*.png`` name."""
+    with atomic_path(path) as tmp:
+        to_pil(image).save(tmp, format="PNG", pnginfo=text, compress_level=compress_level)
 
 
 def load_image(path: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from diffusion.files import atomic_path
 
 from .folders import Folders
 
@@ -69,15 +70,8 @@ def write_default_checkpoint(path: str | os.PathLike[str]) -> Path:
             f"the demo model {DEMO_CHECKPOINT_PATH} is missing; restore it from git or run scripts/train_demo_model.py")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a ``.part`` name: the checkpoint list never offers a half-copied file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # a hidden ``.part`` name: the checkpoint list never offers half a file
         shutil.copyfile(DEMO_CHECKPOINT_PATH, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -25,7 +25,7 @@ def test_png_round_trip_with_text_chunks(tmp_path: Path) -> None:
     # 8-bit truncation: every value within one step of the original
     assert torch.all((loaded[0] - image).abs() <= 1 / 255 + 1e-6)
     assert mask.shape == (1, 64, 64) and mask.sum() == 0
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temporary file left beside it
     assert path.stat().st_mode & 0o044 == 0o044  # readable by others, like any saved file (umask 022)
 
 
