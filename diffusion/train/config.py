@@ -20,10 +20,12 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from diffusion.models import LATENT_SCALE as LATENT_SCALES
+
 #: Native resolution of the demo model (pixels); latents are 1/8 of it.
 RESOLUTION = 64
-#: SD1.x latent scale: the VAE is trained (and rescaled) so that scaled latents have unit spread.
-LATENT_SCALE = 0.18215
+#: SD1.x latent scale, the loader's: the VAE is trained (and rescaled) so that scaled latents have unit spread.
+LATENT_SCALE = LATENT_SCALES["sd1"]
 
 VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3,
