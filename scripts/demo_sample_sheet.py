@@ -10,7 +10,6 @@ shows them scaled 2x with nearest-neighbour so pixels stay visible.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from graph.executor import Executor
 from graph.validate import validate_prompt
 from nodes.api import Services
-from nodes.default_model import DEFAULT_CHECKPOINT, DEMO_CFG, DEMO_CHECKPOINT_PATH, DEMO_RESOLUTION
+from nodes.default_model import DEFAULT_CHECKPOINT, DEMO_CFG, DEMO_RESOLUTION, ensure_default_checkpoint
 from nodes.folders import Folders
 from nodes.registry import build_registry
 
@@ -43,9 +42,9 @@ def render_sheet(out: Path, columns: int = 4, zoom: int = 2) -> Path:
     """Run every prompt of :data:`PROMPTS` and save the tiles as one PNG at ``out``."""
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        (base / "models" / "checkpoints").mkdir(parents=True)
-        shutil.copyfile(DEMO_CHECKPOINT_PATH, base / "models" / "checkpoints" / DEFAULT_CHECKPOINT)
-        registry = build_registry(Services(folders=Folders(base), precision="fp32"))
+        folders = Folders(base)
+        ensure_default_checkpoint(folders)  # the empty folder gets the demo model
+        registry = build_registry(Services(folders=folders, precision="fp32"))
         executor = Executor(registry)
         tiles = []
         for seed, text in enumerate(PROMPTS):

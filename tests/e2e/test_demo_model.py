@@ -10,13 +10,12 @@ from it the foreground, each named by the nearest of the dataset's colours.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from models_kit import place_checkpoint
 from PIL import Image
 
 from diffusion.train.shapes import COLOURS, ShapeSample, caption_for, dominant_colours, render
@@ -40,12 +39,7 @@ GRID = [
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
-    folder = root / "models" / "checkpoints"
-    folder.mkdir(parents=True)
-    try:
-        os.link(DEMO_CHECKPOINT_PATH, folder / CKPT)
-    except OSError:
-        shutil.copyfile(DEMO_CHECKPOINT_PATH, folder / CKPT)
+    place_checkpoint(root / "models" / "checkpoints", CKPT)  # the demo model's bytes
     (root / "input").mkdir()
     return root
 
