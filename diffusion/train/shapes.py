@@ -143,8 +143,10 @@ def nearest_colour(rgb: np.ndarray | tuple[float, float, float]) -> str:
     return min(COLOURS, key=lambda name: float(np.sum((value - np.asarray(COLOURS[name])) ** 2)))
 
 
-def dominant_colours(image: np.ndarray, border: int = 3, min_distance: float = 60.0) -> tuple[str, str | None]:
-    """(foreground, background) colour names of a ``uint8 [H, W, 3]`` image.
+def dominant_rgb(
+    image: np.ndarray, border: int = 3, min_distance: float = 60.0,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """(foreground, background) RGB of a ``uint8 [H, W, 3]`` image, as float arrays.
 
     The background is the median of a ``border``-pixel frame; the foreground the median
     of the pixels farther than ``min_distance`` (RGB) from it, None when there are fewer
@@ -159,5 +161,12 @@ def dominant_colours(image: np.ndarray, border: int = 3, min_distance: float = 6
     flat = pixels.reshape(-1, 3)
     far = flat[np.linalg.norm(flat - bg, axis=1) > min_distance]
     if len(far) < 0.01 * len(flat):
-        return "none", nearest_colour(bg)
-    return nearest_colour(np.median(far, axis=0)), nearest_colour(bg)
+        return None, bg
+    return np.median(far, axis=0), bg
+
+
+def dominant_colours(image: np.ndarray, border: int = 3, min_distance: float = 60.0) -> tuple[str, str]:
+    """(foreground, background) colour names of a ``uint8 [H, W, 3]`` image (:func:`dominant_rgb`, each named by
+    :func:`nearest_colour`); the foreground is ``"none"`` when nothing is drawn."""
+    fg, bg = dominant_rgb(image, border, min_distance)
+    return ("none" if fg is None else nearest_colour(fg)), nearest_colour(bg)

@@ -18,7 +18,7 @@ import pytest
 from models_kit import place_checkpoint
 from PIL import Image
 
-from diffusion.train.shapes import COLOURS, ShapeSample, caption_for, dominant_colours, render
+from diffusion.train.shapes import COLOURS, ShapeSample, caption_for, dominant_colours, dominant_rgb, render
 from graph.executor import Executor, RunResult
 from graph.validate import validate_prompt
 from nodes.api import Services
@@ -109,10 +109,8 @@ def _grid(base: Path, registry: NodeRegistry, executor: Executor, sampler: str, 
         found = dominant_colours(image)
         seen.append(found)
         matches += found == (colour, background)
-        bg = np.median(np.concatenate([image[:3].reshape(-1, 3), image[-3:].reshape(-1, 3)]), axis=0)
-        flat = image.reshape(-1, 3).astype(float)
-        far = flat[np.linalg.norm(flat - bg, axis=1) > 60]
-        fg = np.median(far, axis=0) if len(far) else bg
+        fg, bg = dominant_rgb(image)
+        fg = bg if fg is None else fg
         distances.append(float(np.linalg.norm(fg - np.asarray(COLOURS[colour]))))
     return matches, float(np.mean(distances)), seen
 
