@@ -35,3 +35,23 @@ def describe_checkpoint(path: str | os.PathLike[str], prediction: str | None = N
 
 
 __all__ = ["ARCHS", "ORIGIN", "SIZES", "STORAGE_DTYPES", "CheckpointError", "describe_checkpoint", "make_checkpoint"]
+
+
+#: ``noodlebox make-model`` kinds -> ``"module:function"`` of the diffusion/ writer for that kind.
+#: A writer is called as ``write(out, base=..., rank=..., seed=..., arch=..., size=...)`` and
+#: returns the written path; it writes atomically and with the same bytes for the same seed.
+MODEL_KINDS: dict[str, str] = {}
+
+
+def make_model(kind: str, out: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
+               rank: int = 4, seed: int = 0, arch: str | None = None, size: str = "tiny") -> Path:
+    """Write a seeded random adapter or model of ``kind`` (LoRA, ControlNet, upscaler, ...) in its real layout."""
+    import importlib
+
+    target = MODEL_KINDS.get(kind)
+    if target is None:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(sorted(MODEL_KINDS))}")
+    module_name, _, function = target.partition(":")
+    writer = getattr(importlib.import_module(module_name), function)
+    return Path(writer(Path(out), base=None if base is None else Path(base), rank=rank, seed=seed, arch=arch,
+                       size=size))

@@ -32,13 +32,13 @@ def PrimitiveInt(
 
 
 @node(category="utils/primitive", display_name="Float")
-def PrimitiveFloat(value: Annotated[float, Range(-sys.maxsize, sys.maxsize, step=0.1)]) -> float:
+def PrimitiveFloat(value: Annotated[float, Range(-sys.maxsize, sys.maxsize)]) -> float:
     """A floating-point constant."""
     return value
 
 
 @node(category="utils/primitive", display_name="String")
-def PrimitiveString(value: str) -> str:
+def PrimitiveString(value: Annotated[str, Input(multiline=False)]) -> str:
     """A one-line string constant."""
     return value
 
@@ -59,7 +59,7 @@ def PrimitiveBoolean(value: bool) -> bool:
 def StringConcatenate(
     string_a: Annotated[str, Multiline()],
     string_b: Annotated[str, Multiline()],
-    delimiter: str = "",
+    delimiter: Annotated[str, Input(multiline=False)] = "",
 ) -> str:
     """Joins two strings with a delimiter between them."""
     return delimiter.join((string_a, string_b))

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "server.commands.validate",
     "server.commands.convert",
     "server.commands.checkpoint",
+    "server.commands.make_model",
 )
 
 

@@ -41,8 +41,8 @@ def run(registry: NodeRegistry, name: str, **inputs: Any) -> Any:
 def test_primitive_definitions(registry: NodeRegistry) -> None:
     expected = {
         "PrimitiveInt": ("Int", ["INT", {"min": -sys.maxsize, "max": sys.maxsize, "control_after_generate": True}]),
-        "PrimitiveFloat": ("Float", ["FLOAT", {"min": -sys.maxsize, "max": sys.maxsize, "step": 0.1}]),
-        "PrimitiveString": ("String", ["STRING"]),
+        "PrimitiveFloat": ("Float", ["FLOAT", {"min": -sys.maxsize, "max": sys.maxsize}]),
+        "PrimitiveString": ("String", ["STRING", {"multiline": False}]),
         "PrimitiveStringMultiline": ("String (Multiline)", ["STRING", {"multiline": True}]),
         "PrimitiveBoolean": ("Boolean", ["BOOLEAN"]),
     }
@@ -60,7 +60,7 @@ def test_string_concatenate(registry: NodeRegistry) -> None:
     info = node_info(registry["StringConcatenate"])
     assert info["input"]["required"] == {"string_a": ["STRING", {"multiline": True}],
                                          "string_b": ["STRING", {"multiline": True}],
-                                         "delimiter": ["STRING", {"default": ""}]}
+                                         "delimiter": ["STRING", {"default": "", "multiline": False}]}
     assert info["display_name"] == "Concatenate" and info["category"] == "utils/string"
     assert run(registry, "StringConcatenate", string_a="a", string_b="b", delimiter=", ") == ("a, b",)
     assert run(registry, "StringConcatenate", string_a="a", string_b="b") == ("ab",)
