@@ -278,10 +278,10 @@ class Denoiser:
             kwargs["added_cond_kwargs"] = {k: torch.cat([job.extra[k] for job in batch]).to(unet.device)
                                            for k in batch[0].extra}
         self.calls += 1
-        with torch.no_grad():
-            out = unet.model(model_in.to(unet.device, unet.dtype), timesteps,
-                             encoder_hidden_states=context.to(unet.device, unet.dtype),
-                             return_dict=False, **kwargs)[0]
+        with torch.no_grad(), unet.use() as module:  # the MODEL value's weight patches, applied once and kept
+            out = module(model_in.to(unet.device, unet.dtype), timesteps,
+                         encoder_hidden_states=context.to(unet.device, unet.dtype),
+                         return_dict=False, **kwargs)[0]
         out = out.float().to(x.device)
         denoised = schedule.calculate_denoised(sigmas, out, x)
         return list(denoised.chunk(len(batch)))

@@ -8,12 +8,16 @@ these fields.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from diffusion.patching import WeightAdapter, WeightPatches, add_patches, clone_options, patched_weights
 from diffusion.sampling.schedule import DiscreteSchedule
 from diffusion.text import ClipTextEncoder
 
@@ -45,6 +49,11 @@ class UNetModel:
     (pooled text embedding plus size/crop/aesthetic embeddings: 2816 for SDXL base, 2560 for
     the refiner), None for SD1/SD2. ``in_channels`` is 9 for inpainting models (latent,
     mask, masked latent).
+
+    A MODEL value is patchable (``diffusion.patching``): ``model`` is the base module that
+    every :meth:`clone` shares, ``weight_patches`` the weight changes applied to it while it
+    is used (:meth:`use`), ``options`` ComfyUI's ``model_options`` (CFG functions, wrappers,
+    attention and block patches). Nodes never change a MODEL they were given: they clone it.
     """
 
     model: UNet2DConditionModel
@@ -56,11 +65,31 @@ class UNetModel:
     in_channels: int = 4
     context_dim: int = 768
     adm_channels: int | None = None
-    schedule: DiscreteSchedule = field(init=False)
+    schedule: DiscreteSchedule = None  # type: ignore[assignment]  # set in __post_init__
+    weight_patches: WeightPatches = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # SD1.x, SD2.x and SDXL all train on LDM's linear-beta schedule; only the prediction differs.
-        self.schedule = DiscreteSchedule(prediction=self.prediction)
+        if self.schedule is None:
+            # SD1.x, SD2.x and SDXL all train on LDM's linear-beta schedule; only the prediction differs.
+            self.schedule = DiscreteSchedule(prediction=self.prediction)
+
+    def clone(self) -> UNetModel:
+        """A new MODEL value on the same base module, with its own copy of the patch list and options."""
+        return dataclasses.replace(self, weight_patches=dict(self.weight_patches), options=clone_options(self.options))
+
+    def with_patches(self, adapters: Mapping[str, WeightAdapter], strength: float = 1.0,
+                     strength_model: float = 1.0) -> UNetModel:
+        """A clone with ``adapters`` (keyed by the UNet's parameter names) added after the patches it has."""
+        out = self.clone()
+        out.weight_patches = add_patches(self.weight_patches, adapters, strength, strength_model)
+        return out
+
+    @contextmanager
+    def use(self) -> Iterator[UNet2DConditionModel]:
+        """The base module with this value's weight patches applied (and no other patch set meanwhile)."""
+        with patched_weights(self.model, self.weight_patches) as module:
+            yield module  # type: ignore[misc]
 
     @property
     def inpaint(self) -> bool:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from diffusion.patching import WeightAdapter, WeightPatches, add_patches, patched_weights
 from diffusion.tokenizer import BOS, EOS, Chunk, PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,13 @@ class ClipTextEncoder:
     returns a copy, as ComfyUI's ``CLIPSetLastLayer`` clones its CLIP, so a cached
     encoder is never changed under another node's feet. Outputs are on the models'
     device in their dtype; the caller casts.
+
+    A CLIP value is patchable (``diffusion.patching``): ``weight_patches`` are keyed
+    ``clip_l.<parameter>`` / ``clip_g.<parameter>`` (the transformers models' own names) and
+    applied to the shared models while text is encoded.
     """
 
-    __slots__ = ("_clip_g", "_clip_l", "_clip_skip", "_kind")
+    __slots__ = ("_clip_g", "_clip_l", "_clip_skip", "_kind", "_patches")
 
     def __init__(
         self,
@@ -225,6 +230,7 @@ class ClipTextEncoder:
         clip_l: nn.Module | None = None,
         clip_g: nn.Module | None = None,
         clip_skip: int | None = None,
+        weight_patches: WeightPatches | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {sorted(KINDS)}")
@@ -232,7 +238,9 @@ class ClipTextEncoder:
         missing = [s.slot for s in KINDS[kind] if models[s.slot] is None]
         if missing:
             raise ValueError(f"{kind} text encoding needs {', '.join(missing)}")
-        for name, value in (("_kind", kind), ("_clip_l", clip_l), ("_clip_g", clip_g), ("_clip_skip", clip_skip)):
+        patches = dict(weight_patches or {})
+        for name, value in (("_kind", kind), ("_clip_l", clip_l), ("_clip_g", clip_g), ("_clip_skip", clip_skip),
+                            ("_patches", patches)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -263,9 +271,32 @@ class ClipTextEncoder:
         """The token streams this family encodes, the pooled one last."""
         return KINDS[self._kind]
 
+    @property
+    def weight_patches(self) -> WeightPatches:
+        """The weight patches in force, keyed ``clip_l.<name>`` / ``clip_g.<name>``."""
+        return self._patches
+
     def with_clip_skip(self, layer: int | None) -> ClipTextEncoder:
         """A copy that stops at ``layer`` (``-1`` last, ``-2`` penultimate...), sharing the models."""
-        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=layer)
+        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=layer, weight_patches=self._patches)
+
+    def clone(self) -> ClipTextEncoder:
+        """A copy sharing the models, with its own patch list."""
+        return self.with_clip_skip(self._clip_skip)
+
+    def with_patches(self, adapters: Mapping[str, WeightAdapter], strength: float = 1.0,
+                     strength_model: float = 1.0) -> ClipTextEncoder:
+        """A copy with ``adapters`` (keyed ``clip_l.<name>`` / ``clip_g.<name>``) added after its patches."""
+        slots = {k.partition(".")[0] for k in adapters}
+        if not slots <= {"clip_l", "clip_g"}:
+            raise KeyError(f"CLIP patch keys must start with clip_l. or clip_g., got {sorted(slots)}")
+        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=self._clip_skip,
+                               weight_patches=add_patches(self._patches, adapters, strength, strength_model))
+
+    def slot_patches(self, slot: str) -> WeightPatches:
+        """The patches on one text model (``clip_l`` or ``clip_g``), keyed by its own parameter names."""
+        prefix = slot + "."
+        return {k[len(prefix):]: v for k, v in self._patches.items() if k.startswith(prefix)}
 
     def _model(self, spec: StreamSpec) -> nn.Module:
         model = self._clip_l if spec.slot == "clip_l" else self._clip_g
@@ -294,7 +325,8 @@ class ClipTextEncoder:
         layer = self._clip_skip if clip_skip is None else clip_skip
         conds, pooled = [], None
         for spec in self.streams:
-            cond, pooled = encode_stream(self._model(spec), spec, tokens[spec.key], layer)
+            with patched_weights(self._model(spec), self.slot_patches(spec.slot)) as model:
+                cond, pooled = encode_stream(model, spec, tokens[spec.key], layer)
             conds.append(cond)
         assert pooled is not None
         if len(conds) == 1:

@@ -1,0 +1,271 @@
+"""Patchable models: shared base weights plus an ordered list of patches.
+
+A MODEL or CLIP value (``diffusion.models.UNetModel``, ``diffusion.text.ClipTextEncoder``)
+holds a base torch module that every clone shares, and a :data:`WeightPatches` mapping:
+parameter name -> the ordered :class:`PatchEntry` tuple that changes it. LoRAs and their
+kin, merges and hooks are weight patches; call-time behaviour (CFG functions, attention
+and block wrappers) lives in the model's ``options`` dict, shaped like ComfyUI's
+``model_options`` so that custom-node packs find the keys they know.
+
+Weight patches are applied when the model is used (:func:`patched_weights`), in place on
+the shared module: each patched parameter is recomputed from its original value, so a
+patch set that is removed or changed gives back exactly what it would have given alone.
+The module remembers which patch set it holds; using the same set again costs nothing, a
+different set re-computes only the keys whose entries changed, and keys no longer patched
+are restored. Originals come from :func:`set_original_source` where a loader can re-read
+them (no copy kept), else from a copy taken the first time a key is patched.
+
+Patch entries compare by the identity of their adapter (adapters hold tensors) and by
+value for their strengths, so an unchanged LoRA node (cached, same adapter object) keeps
+the applied weights, and a strength change re-computes only its keys.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class WeightAdapter(Protocol):
+    """One file's change to one weight (a LoRA's up/down pair, a LoHa's factors, a full diff, ...)."""
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        """The weight after this change at ``strength``, from ``weight`` (float32; may be updated in place)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class DiffAdapter:
+    """``W + strength * diff`` (full-weight differences, ComfyUI's one-tensor "diff" patch)."""
+
+    diff: torch.Tensor
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        """Add ``strength * diff`` (reshaped to the weight when only the element count agrees)."""
+        diff = self.diff.to(weight.device, torch.float32)
+        if diff.shape != weight.shape:
+            if diff.numel() != weight.numel():
+                raise ValueError(f"a diff of shape {tuple(diff.shape)} does not fit a weight of {tuple(weight.shape)}")
+            diff = diff.reshape(weight.shape)
+        return weight.add_(diff, alpha=strength)
+
+
+@dataclass(frozen=True, eq=False)
+class SetAdapter:
+    """Replace the weight (``strength`` is ignored, as for ComfyUI's "set" patch)."""
+
+    value: torch.Tensor
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        """The stored value, in the weight's shape."""
+        return self.value.to(weight.device, torch.float32).reshape(weight.shape).clone()
+
+
+@dataclass(frozen=True)
+class PatchEntry:
+    """One adapter on one key: ``W = adapter.apply(W * strength_model, strength)``.
+
+    ``strength_model`` scales the weight before this patch (merges use it: ``ModelMergeSimple``
+    keeps ``ratio`` of the first model). ``offset`` = ``(dim, start, length)`` patches a slice
+    of the weight only (fused qkv weights); ``function`` post-processes the patched slice.
+    """
+
+    adapter: WeightAdapter = field(compare=False)
+    strength: float = 1.0
+    strength_model: float = 1.0
+    offset: tuple[int, int, int] | None = None
+    function: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PatchEntry):
+            return NotImplemented
+        return (self.adapter is other.adapter and self.function is other.function
+                and (self.strength, self.strength_model, self.offset)
+                == (other.strength, other.strength_model, other.offset))
+
+    def __hash__(self) -> int:
+        return hash((id(self.adapter), self.strength, self.strength_model, self.offset))
+
+
+#: Parameter (or buffer) name in the base module -> the patches on it, in the order they apply.
+WeightPatches = Mapping[str, tuple[PatchEntry, ...]]
+
+
+def add_patches(patches: WeightPatches, new: Mapping[str, WeightAdapter], strength: float = 1.0,
+                strength_model: float = 1.0) -> dict[str, tuple[PatchEntry, ...]]:
+    """A new mapping with ``new``'s adapters appended on their keys (``patches`` is not changed)."""
+    out = dict(patches)
+    for key, adapter in new.items():
+        out[key] = (*out.get(key, ()), PatchEntry(adapter, strength, strength_model))
+    return out
+
+
+def calculate_weight(original: torch.Tensor, entries: tuple[PatchEntry, ...]) -> torch.Tensor:
+    """The float32 weight that ``entries`` make of ``original`` (which is not changed)."""
+    weight = original.to(torch.float32, copy=True)
+    for entry in entries:
+        if entry.strength_model != 1.0:
+            weight.mul_(entry.strength_model)
+        if entry.offset is None:
+            target = weight
+        else:
+            dim, start, length = entry.offset
+            target = weight.narrow(dim, start, length)
+        result = entry.adapter.apply(target, entry.strength)
+        if entry.function is not None:
+            result = entry.function(result)
+        if result is not target:
+            target.copy_(result)
+    return weight
+
+
+# -- applying weight patches to a shared module ------------------------------------------------------
+
+#: ``source(name)`` -> the original value of parameter ``name`` of a module, re-read (e.g. from its file).
+OriginalSource = Callable[[str], torch.Tensor]
+
+
+class _WeightState:
+    """What a base module holds: the patch entries applied per key, and the originals of patched keys."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.applied: dict[str, tuple[PatchEntry, ...]] = {}
+        self.originals: dict[str, torch.Tensor] = {}
+        self.source: OriginalSource | None = None
+
+
+_STATES: weakref.WeakKeyDictionary[nn.Module, _WeightState] = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def _state(module: nn.Module) -> _WeightState:
+    with _STATES_LOCK:
+        state = _STATES.get(module)
+        if state is None:
+            state = _STATES[module] = _WeightState()
+        return state
+
+
+def set_original_source(module: nn.Module, source: OriginalSource | None) -> None:
+    """Let :func:`patched_weights` re-read originals of ``module`` through ``source`` instead of copying them."""
+    _state(module).source = source
+
+
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    found = dict(module.named_parameters())
+    found.update(module.named_buffers())
+    return found
+
+
+def _original(state: _WeightState, key: str, tensor: torch.Tensor) -> torch.Tensor:
+    saved = state.originals.get(key)
+    if saved is not None:
+        return saved
+    if state.source is not None:
+        return state.source(key)
+    return tensor.detach().clone()
+
+
+def apply_weight_patches(module: nn.Module, patches: WeightPatches) -> None:
+    """Make ``module``'s weights those of ``patches`` (keys no longer patched get their originals back).
+
+    Unknown keys raise ``KeyError`` naming them; a key's weights are recomputed only when its
+    entries differ from what the module holds.
+    """
+    state = _state(module)
+    with state.lock, torch.no_grad():
+        tensors = _tensors(module)
+        unknown = [k for k in patches if k not in tensors]
+        if unknown:
+            raise KeyError(f"patches name weights the model does not have: {', '.join(sorted(unknown)[:5])}")
+        for key in [k for k, entries in state.applied.items() if patches.get(k) != entries]:
+            tensors[key].copy_(_original(state, key, tensors[key]))
+            state.applied.pop(key)
+            state.originals.pop(key, None)
+        for key, entries in patches.items():
+            if not entries or state.applied.get(key) == entries:
+                continue
+            tensor = tensors[key]
+            original = _original(state, key, tensor)
+            if state.source is None:
+                state.originals[key] = original
+            tensor.copy_(calculate_weight(original, entries).to(tensor.dtype))
+            state.applied[key] = entries
+
+
+def restore_weights(module: nn.Module) -> None:
+    """Put every patched weight of ``module`` back to its original (``/free``, or before saving a base)."""
+    apply_weight_patches(module, {})
+
+
+@contextmanager
+def patched_weights(module: nn.Module, patches: WeightPatches) -> Iterator[nn.Module]:
+    """Use ``module`` with ``patches`` applied; holds the module's lock, so no other patch set swaps in meanwhile.
+
+    The weights stay applied afterwards (a second use with the same patches costs nothing);
+    the next use with other patches replaces them.
+    """
+    state = _state(module)
+    with state.lock:
+        apply_weight_patches(module, patches)
+        yield module
+
+
+def applied_patches(module: nn.Module) -> dict[str, tuple[PatchEntry, ...]]:
+    """The patch entries ``module`` holds now, per key (for tests and memory accounting)."""
+    return dict(_state(module).applied)
+
+
+# -- call-time options (ComfyUI's model_options) ------------------------------------------------------
+
+
+def clone_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a ``model_options`` dict whose nested dicts and lists can be changed without touching ``options``.
+
+    Values (functions, tensors) are shared; the containers of ``transformer_options`` down to
+    the patch lists are copied, as ComfyUI's ``ModelPatcher.clone`` does.
+    """
+    def copy(value: Any, depth: int) -> Any:
+        if depth > 4:
+            return value
+        if isinstance(value, dict):
+            return {k: copy(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list):
+            return [copy(v, depth + 1) for v in value]
+        return value
+
+    return copy(dict(options), 0)
+
+
+def set_model_option(options: dict[str, Any], key: str, value: Any) -> None:
+    """Set a top-level option (``"sampler_cfg_function"``, ``"model_function_wrapper"``, ...)."""
+    options[key] = value
+
+
+def append_model_option(options: dict[str, Any], key: str, value: Any) -> None:
+    """Append to a list option (``"sampler_post_cfg_function"``, ``"sampler_pre_cfg_function"``)."""
+    options.setdefault(key, []).append(value)
+
+
+def add_model_patch(options: dict[str, Any], name: str, patch: Any) -> None:
+    """Append a block or attention patch: ``transformer_options["patches"][name]`` (``"attn1_patch"``, ...)."""
+    transformer = options.setdefault("transformer_options", {})
+    transformer.setdefault("patches", {}).setdefault(name, []).append(patch)
+
+
+def set_model_patch_replace(options: dict[str, Any], patch: Any, name: str, block_name: str, number: int,
+                            transformer_index: int | None = None) -> None:
+    """Replace an attention call: ``transformer_options["patches_replace"][name][(block, number[, index])]``."""
+    transformer = options.setdefault("transformer_options", {})
+    slot = transformer.setdefault("patches_replace", {}).setdefault(name, {})
+    key = (block_name, number) if transformer_index is None else (block_name, number, transformer_index)
+    slot[key] = patch
