@@ -9,7 +9,7 @@ the two directions agree.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -97,12 +97,15 @@ def _resnet_key(rest: str) -> str:
 
 def unet_to_ldm(state: Mapping[str, torch.Tensor], config: dict[str, Any]) -> StateDict:
     """``UNet2DConditionModel`` weights to LDM keys (without the ``model.diffusion_model.`` prefix)."""
+    names = unet_ldm_names(state, config)
+    return {names[key]: value for key, value in state.items()}
+
+
+def unet_ldm_names(keys: Iterable[str], config: Mapping[str, Any]) -> dict[str, str]:
+    """``{diffusers UNet key: LDM key}`` (without ``model.diffusion_model.``) for the given keys."""
     per_level = config["layers_per_block"]
     up_has_attention = [t.startswith("CrossAttn") for t in config["up_block_types"]]
-    out: StateDict = {}
-    for key, value in state.items():
-        out[_unet_key_to_ldm(key, per_level, up_has_attention)] = value
-    return out
+    return {key: _unet_key_to_ldm(key, per_level, up_has_attention) for key in keys}
 
 
 def _unet_key_to_ldm(key: str, per_level: int, up_has_attention: list[bool]) -> str:

@@ -175,6 +175,16 @@ def _original(state: _WeightState, key: str, tensor: torch.Tensor) -> torch.Tens
     return tensor.detach().clone()
 
 
+def original_weight(module: nn.Module, key: str) -> torch.Tensor:
+    """The unpatched value of ``module``'s parameter ``key``, whatever patch set it holds now."""
+    state = _state(module)
+    with state.lock:
+        tensor = _tensors(module)[key]
+        if key not in state.applied:
+            return tensor.detach()
+        return _original(state, key, tensor)
+
+
 def apply_weight_patches(module: nn.Module, patches: WeightPatches) -> None:
     """Make ``module``'s weights those of ``patches`` (keys no longer patched get their originals back).
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import NoneType, UnionType
@@ -105,13 +105,12 @@ def _input_param(name: str, hint: Any, default: Any, where: str) -> _Param:
         return _Param(name, InputSpec(name, hidden.kind, "hidden"), default)
     options: dict[str, Any] = {}
     optional = h.optional
-    choices: Any = None
-    type_name = "COMBO"
-    for meta in h.metas:
-        if isinstance(meta, OneOf):
-            choices = meta.choices
-    if choices is None:
-        type_name = _type_name(h, where)
+    combo = next((m for m in h.metas if isinstance(m, OneOf)), None)
+    choices: Any = combo.choices if combo is not None else None
+    type_name = "COMBO" if combo is not None else _type_name(h, where)
+    legacy = combo is None or (choices is not None and not combo.v3)
+    if combo is not None and combo.v3:
+        options["multiselect"] = False
     if default is not REQUIRED and default is not inspect.Parameter.empty and default is not None:
         options["default"] = default
     for meta in h.metas:
@@ -136,7 +135,7 @@ def _input_param(name: str, hint: Any, default: Any, where: str) -> _Param:
     if "tooltip" in options:
         ordered["tooltip"] = options["tooltip"]
     spec = InputSpec(name, type_name, "optional" if optional else "required", ordered,
-                     choices=() if choices is not None else None)
+                     choices=() if choices is not None else None, legacy_combo=legacy)
     return _Param(name, spec, default, choices)
 
 
@@ -217,7 +216,8 @@ class NodeDecl:
     def __init__(self, func: Callable[..., Any], *, name: str, category: str, display_name: str,
                  description: str, output_node: bool, input_is_list: bool | None, not_idempotent: bool,
                  deprecated: bool, experimental: bool, python_module: str,
-                 localns: Mapping[str, Any] | None = None) -> None:
+                 localns: Mapping[str, Any] | None = None,
+                 extra_inputs: Sequence[tuple[str, Any, Any]] = ()) -> None:
         self.func = func
         self.name = name
         self.category = category
@@ -251,6 +251,10 @@ class NodeDecl:
             self.params.append(param)
             if param.spec.section != "hidden":
                 list_inputs.append(_unwrap(hint).is_list)
+        if extra_inputs and not self.accepts_extra:
+            raise TypeError(f"{name}: extra_inputs are passed through **kwargs, which the function lacks")
+        for input_name, hint, default in extra_inputs:  # wire names that are no Python identifiers
+            self.params.append(_input_param(input_name, hint, default, f"{name}.{input_name}"))
         if input_is_list is None and any(list_inputs) and not all(list_inputs):
             raise TypeError(f"{name}: either every input is a list[...] (INPUT_IS_LIST) or none is")
         self.input_is_list = input_is_list if input_is_list is not None else any(list_inputs)
@@ -374,7 +378,8 @@ def _bind_choices(param: _Param, services: Services) -> InputSpec:
         choices = lambda: provider(services)  # noqa: E731  # re-read at each /object_info and validation
     elif not callable(choices):
         choices = tuple(choices)
-    return InputSpec(param.spec.name, "COMBO", param.spec.section, param.spec.options, choices=choices)
+    return InputSpec(param.spec.name, "COMBO", param.spec.section, param.spec.options, choices=choices,
+                     legacy_combo=param.spec.legacy_combo)
 
 
 def node(
@@ -389,10 +394,13 @@ def node(
     deprecated: bool = False,
     experimental: bool = False,
     python_module: str = "nodes",
+    extra_inputs: Sequence[tuple[str, Any, Any]] = (),
 ) -> Callable[[Callable[..., Any]], NodeDecl]:
     """Declare a node type from a typed function (see the module docstring).
 
     ``name`` defaults to the function's name (the ``class_type``); ``description`` to its docstring.
+    ``extra_inputs`` = ``(name, hint, default)`` inputs after the signature's, for input names that
+    are not Python identifiers (``"input_blocks.4."``); the function gets them through ``**kwargs``.
     """
 
     def wrap(func: Callable[..., Any]) -> NodeDecl:
@@ -405,6 +413,7 @@ def node(
             description=description if description is not None else inspect.cleandoc(func.__doc__ or ""),
             output_node=output_node, input_is_list=input_is_list, not_idempotent=not_idempotent,
             deprecated=deprecated, experimental=experimental, python_module=python_module, localns=localns,
+            extra_inputs=extra_inputs,
         )
 
     return wrap
