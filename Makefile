@@ -36,6 +36,14 @@ serve: $(STAMP) models
 models: $(STAMP)
 	$(BIN)/python -m nodes.default_model
 
+# The T5 tokenizer's vocabulary (SD3, Flux): data files of the diffsynth 1.1.8 wheel (Apache-2.0),
+# installed without its dependencies (they would pull torchvision) and never imported.
+T5_STAMP := $(VENV)/.t5-vocab
+$(T5_STAMP): $(STAMP)
+	$(BIN)/pip install -q --no-deps diffsynth==1.1.8
+	touch $(T5_STAMP)
+models: $(T5_STAMP)
+
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 

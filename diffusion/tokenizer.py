@@ -254,8 +254,12 @@ class PromptTokenizer:
                         groups.append([(vector, weight) for vector in vectors])
                     if not word:
                         continue
-                groups.append([(token, weight) for token in encode_words(word)])
+                groups.append([(token, weight) for token in self.encode(word)])
         return groups
+
+    def encode(self, text: str) -> list[int]:
+        """Vocabulary ids of one piece of prompt text, no special tokens (a subclass may use another vocabulary)."""
+        return encode_words(text)
 
     def _lookup(self, name: str, dirs: Sequence[str | os.PathLike[str]]) -> tuple[torch.Tensor | None, str]:
         """The embedding named by the first word of ``name``, and the text left after it."""
