@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from diffusion.models import UNetModel
-from diffusion.sampling.cfg import cfg_combine, skips_uncond
+from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
 
 #: Latent values of a pixel-space "zero" (mid grey) image, model space: what an SD inpainting
 #: model sees as the masked image when no mask and no image are given (ComfyUI's values).
@@ -115,8 +115,10 @@ class Denoiser:
         self.unet = unet
         self.cfg = float(cfg)
         self.shape = tuple(latent_shape)
+        self.disable_cfg1_optimization = disable_cfg1_optimization
         self.skip_negative = skips_uncond(self.cfg, disable_cfg1_optimization)
         self.calls = 0
+        self.positive, self.negative = positive, negative
         pos = [self._prepare(entry, "positive", latent_image, denoise_mask) for entry in positive]
         neg = [self._prepare(entry, "negative", latent_image, denoise_mask) for entry in negative]
         # An area on one side gets a twin of the other side's best-fitting entry with that area,
@@ -204,17 +206,25 @@ class Denoiser:
 
     # -- the call -----------------------------------------------------------------------------------
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """The CFG-combined denoised prediction of ``x`` at ``sigma`` ([B]), float32 on ``x``'s device."""
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
+                 model_options: Mapping[str, Any] | None = None) -> torch.Tensor:
+        """The CFG-combined denoised prediction of ``x`` at ``sigma`` ([B]), float32 on ``x``'s device.
+
+        ``model_options`` (the run's, by default the MODEL's ``options``) may hold CFG hooks
+        and ``disable_cfg1_optimization``, applied as :func:`diffusion.sampling.cfg.guide` does.
+        """
+        options = self.unet.options if model_options is None else model_options
         sigma = sigma.to(x.device).float()
-        sides = 1 if self.skip_negative else 2
+        skip = skips_uncond(self.cfg, self.disable_cfg1_optimization
+                            or bool(options.get("disable_cfg1_optimization", False)))
+        sides = 1 if skip else 2
         jobs = [job for side in range(sides) for e in self.sides[side]
                 if (job := self._job(side, e, x, sigma)) is not None]
         totals = [torch.zeros_like(x) for _ in range(sides)]
         counts = [torch.full_like(x, 1e-37) for _ in range(sides)]
         while jobs:
             batch = _next_batch(jobs)
-            outputs = self._run(batch, sigma)
+            outputs = self._run(batch, sigma, options)
             for job, out in zip(batch, outputs, strict=True):
                 total, count = totals[job.side], counts[job.side]
                 if job.area is not None:
@@ -224,9 +234,10 @@ class Denoiser:
                 total += out * job.mult
                 count += job.mult
         cond = totals[0] / counts[0]
-        if self.skip_negative:
+        if skip and not has_cfg_hooks(options):
             return cond
-        return cfg_combine(cond, totals[1] / counts[1], self.cfg)
+        uncond = None if skip else totals[1] / counts[1]
+        return guide(x, sigma, cond, uncond, self.cfg, options, self.positive, self.negative, self.unet)
 
     def _job(self, side: int, entry: _Entry, x: torch.Tensor, sigma: torch.Tensor) -> _Job | None:
         """The UNet input for one entry, or None when its sigma range excludes this step."""
@@ -261,30 +272,54 @@ class Denoiser:
         extra = {k: repeat_to_batch(v.to(x.device), batch) for k, v in entry.extra.items()}
         return _Job(side, x_in, mult, area, context, extra, concat)
 
-    def _run(self, batch: list[_Job], sigma: torch.Tensor) -> list[torch.Tensor]:
-        """One UNet call for a batch of compatible jobs; each job's denoised prediction."""
-        unet = self.unet
+    def _run(self, batch: list[_Job], sigma: torch.Tensor,
+             options: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
+        """One UNet call for a batch of compatible jobs; each job's denoised prediction.
+
+        A ``model_function_wrapper`` in ``options`` gets ComfyUI's ``(apply_model, {"input",
+        "timestep", "c", "cond_or_uncond"})`` and returns the batch's denoised prediction.
+        """
+        options = options or {}
         x = torch.cat([job.x for job in batch])
         sigmas = torch.cat([sigma] * len(batch))
-        schedule = unet.schedule
-        model_in = schedule.scale_input(x, sigmas)
+        cond_or_uncond = [job.side for job in batch]
+        transformer_options = dict(options.get("transformer_options", {}))
+        transformer_options.update(cond_or_uncond=cond_or_uncond, sigmas=sigmas)
+        c: dict[str, Any] = {"c_crossattn": _cat_contexts([job.context for job in batch]),
+                             "transformer_options": transformer_options}
         if batch[0].concat is not None:
-            model_in = torch.cat([model_in, torch.cat([job.concat for job in batch])], dim=1)  # type: ignore[misc]
-        timesteps = schedule.timestep(sigmas.cpu()).float().to(unet.device)
-        context = _cat_contexts([job.context for job in batch])
-        kwargs: dict[str, Any] = {}
+            c["c_concat"] = torch.cat([job.concat for job in batch])  # type: ignore[misc]
         if batch[0].extra:
-            # float32 on purpose: diffusers concatenates them with its float32 size embeddings first.
-            kwargs["added_cond_kwargs"] = {k: torch.cat([job.extra[k] for job in batch]).to(unet.device)
-                                           for k in batch[0].extra}
+            c["added_cond_kwargs"] = {k: torch.cat([job.extra[k] for job in batch]) for k in batch[0].extra}
         self.calls += 1
+        wrapper = options.get("model_function_wrapper")
+        if wrapper is not None:
+            denoised = wrapper(self.apply_model, {"input": x, "timestep": sigmas, "c": c,
+                                                  "cond_or_uncond": cond_or_uncond})
+        else:
+            denoised = self.apply_model(x, sigmas, **c)
+        return list(denoised.chunk(len(batch)))
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, c_crossattn: torch.Tensor,
+                    c_concat: torch.Tensor | None = None, added_cond_kwargs: Mapping[str, torch.Tensor] | None = None,
+                    transformer_options: Mapping[str, Any] | None = None, **_: Any) -> torch.Tensor:
+        """The denoised prediction of noisy ``x`` at ``sigma`` ([B]) from one UNet call (ComfyUI's ``apply_model``)."""
+        unet = self.unet
+        schedule = unet.schedule
+        model_in = schedule.scale_input(x, sigma)
+        if c_concat is not None:
+            model_in = torch.cat([model_in, c_concat.to(model_in.device)], dim=1)
+        timesteps = schedule.timestep(sigma.cpu()).float().to(unet.device)
+        kwargs: dict[str, Any] = {}
+        if added_cond_kwargs:
+            # float32 on purpose: diffusers concatenates them with its float32 size embeddings first.
+            kwargs["added_cond_kwargs"] = {k: v.to(unet.device) for k, v in added_cond_kwargs.items()}
         with torch.no_grad(), unet.use() as module:  # the MODEL value's weight patches, applied once and kept
             out = module(model_in.to(unet.device, unet.dtype), timesteps,
-                         encoder_hidden_states=context.to(unet.device, unet.dtype),
+                         encoder_hidden_states=c_crossattn.to(unet.device, unet.dtype),
                          return_dict=False, **kwargs)[0]
         out = out.float().to(x.device)
-        denoised = schedule.calculate_denoised(sigmas, out, x)
-        return list(denoised.chunk(len(batch)))
+        return schedule.calculate_denoised(sigma, out, x)
 
 
 def _feather(mult: torch.Tensor, area: tuple[int, int, int, int], size: tuple[int, int]) -> None:

@@ -98,5 +98,5 @@ def run_sampler(
             callback(int(info["i"]), total, info["denoised"])
     with torch.no_grad():
         result = sample(denoiser, noise, latent, sigmas.to(device), sampler_name, seed, callback=step_callback,
-                        denoise_mask=denoise_mask, schedule=model.schedule)
+                        denoise_mask=denoise_mask, schedule=model.schedule, model_options=model.options)
     return process_latent_out(result.float(), model.latent_scale).cpu()

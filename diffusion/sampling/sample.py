@@ -7,7 +7,11 @@ The ``denoiser`` contract, for whoever wraps the UNet (the integration layer)::
 ``x`` is the noisy latent in *model space* (VAE latent times the scale factor) at noise
 level ``sigma``, a float32 tensor of shape ``[B]`` (one sigma per batch item, all equal
 here). The result is the predicted clean latent, same shape as ``x``, with CFG already
-applied: for an eps model ``DiscreteSchedule.scale_input`` gives the UNet's input,
+applied. A denoiser that takes a ``model_options`` keyword gets the run's options (the
+MODEL's, plus what a cfg++ sampler adds: a post-CFG hook that reads the negative
+prediction, and ``disable_cfg1_optimization``) and must honour them as
+:func:`diffusion.sampling.cfg.guide` does; one that does not take it cannot run the cfg++
+samplers. For the UNet: for an eps model ``DiscreteSchedule.scale_input`` gives the UNet's input,
 ``DiscreteSchedule.timestep(sigma)`` its timestep, ``calculate_denoised`` turns its
 output into ``denoised``, and :func:`diffusion.sampling.cfg.cfg_combine` mixes the
 positive and negative predictions (skip the negative one when
@@ -27,7 +31,8 @@ from diffusion.sampling.noise import BrownianTreeNoiseSampler, NoiseSampler, def
 from diffusion.sampling.samplers import SamplerEntry, StepCallback, get_sampler
 from diffusion.sampling.schedule import DiscreteSchedule
 
-DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``denoiser(x, sigma)`` or ``denoiser(x, sigma, model_options=...)`` -> denoised (see the module docstring).
+DenoiseFn = Callable[..., torch.Tensor]
 
 
 def sample(
@@ -41,6 +46,7 @@ def sample(
     denoise_mask: torch.Tensor | None = None,
     schedule: DiscreteSchedule | None = None,
     sampler_options: dict[str, Any] | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Sample ``latent`` (model space) along ``sigmas`` with ComfyUI's sampler ``sampler_name``.
 
@@ -52,8 +58,9 @@ def sample(
     parts are re-noised to each step's sigma before the model sees them and restored
     after it (KSamplerX0Inpaint). Empty ``sigmas`` return the latent unchanged.
     ``callback`` gets ``{"i", "denoised", "x", "sigma", "sigma_hat"}`` each step; an
-    exception it raises (an interruption) propagates. Returns the final latent in model
-    space.
+    exception it raises (an interruption) propagates. ``model_options`` (ComfyUI's) reach the
+    denoiser on every call; ``sampler_options`` are the sampler's own keyword arguments
+    (eta, s_noise, ...). Returns the final latent in model space.
     """
     if sigmas.shape[-1] == 0:
         return latent
@@ -63,7 +70,11 @@ def sample(
     model = _as_model(denoiser, latent, noise, denoise_mask, entry, seed)
     x = schedule.noise_scaling(sigmas[0], noise, latent, schedule.is_max_denoise(sigmas))
     noise_sampler = _noise_sampler(entry, x, sigmas, seed)
-    return entry.function(model, x, sigmas, {}, callback, noise_sampler, **(sampler_options or {}))
+    options = dict(sampler_options or {})
+    if entry.wants_schedule:
+        options.setdefault("schedule", schedule)
+    extra_args = {"model_options": dict(model_options or {})}
+    return entry.function(model, x, sigmas, extra_args, callback, noise_sampler, **options)
 
 
 def prepare_denoise_mask(noise_mask: torch.Tensor, latent_shape: Sequence[int]) -> torch.Tensor:
@@ -99,8 +110,14 @@ def _as_model(
     entry: SamplerEntry, seed: int,
 ) -> Callable[..., torch.Tensor]:
     """The sampler's ``model(x, sigma, **extra_args)``: the denoiser, with inpaint blending when masked."""
+
+    def call(x: torch.Tensor, sigma: torch.Tensor, model_options: dict[str, Any] | None = None) -> torch.Tensor:
+        if model_options:
+            return denoiser(x, sigma, model_options=model_options)  # type: ignore[call-arg]
+        return denoiser(x, sigma)
+
     if denoise_mask is None:
-        return lambda x, sigma, **_: denoiser(x, sigma)
+        return lambda x, sigma, model_options=None, **_: call(x, sigma, model_options)
 
     inpaint_noise = noise
     if entry.random_inpaint_noise:
@@ -109,9 +126,10 @@ def _as_model(
     mask = denoise_mask.to(latent.device, latent.dtype)
     keep = 1.0 - mask
 
-    def model(x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+    def model(x: torch.Tensor, sigma: torch.Tensor, model_options: dict[str, Any] | None = None,
+              **_: Any) -> torch.Tensor:
         sigma_b = sigma.reshape([sigma.shape[0]] + [1] * (noise.ndim - 1))
         x = x * mask + (inpaint_noise * sigma_b + latent) * keep
-        return denoiser(x, sigma) * mask + latent * keep
+        return call(x, sigma, model_options) * mask + latent * keep
 
     return model

@@ -84,3 +84,36 @@ def report(
     if callback is not None:
         callback({"i": i, "x": x, "denoised": denoised, "sigma": sigma,
                   "sigma_hat": sigma if sigma_hat is None else sigma_hat})
+
+
+class UncondCapture:
+    """A post-CFG hook that keeps the step's negative prediction and changes nothing (what cfg++ samplers read)."""
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, args: Mapping[str, Any]) -> torch.Tensor:
+        """Remember ``uncond_denoised``; return ``denoised`` unchanged."""
+        self.value = args["uncond_denoised"]
+        return args["denoised"]
+
+    @property
+    def uncond(self) -> torch.Tensor:
+        """The last negative prediction; a clear error when the denoiser never ran the hook."""
+        if self.value is None:
+            raise ValueError("this cfg++ sampler needs a denoiser that runs post-CFG hooks (model_options)")
+        return self.value
+
+
+def capture_uncond(extra_args: Mapping[str, Any] | None) -> tuple[dict[str, Any], UncondCapture]:
+    """``extra_args`` with a :class:`UncondCapture` appended to the post-CFG hooks and the cfg-1 shortcut off.
+
+    The caller's dicts are not changed (ComfyUI's ``set_model_options_post_cfg_function``).
+    """
+    extra = dict(extra_args or {})
+    options = dict(extra.get("model_options") or {})
+    capture = UncondCapture()
+    options["sampler_post_cfg_function"] = [*options.get("sampler_post_cfg_function", ()), capture]
+    options["disable_cfg1_optimization"] = True
+    extra["model_options"] = options
+    return extra, capture

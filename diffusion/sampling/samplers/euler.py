@@ -16,6 +16,7 @@ from diffusion.sampling.samplers.base import (
     StepCallback,
     add_ancestral_noise,
     ancestral_step,
+    capture_uncond,
     report,
     require_noise,
     to_d,
@@ -171,21 +172,37 @@ def _midpoint_step(
 def sample_gradient_estimation(
     model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
     callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, ge_gamma: float = 2.0,
+    cfg_pp: bool = False,
 ) -> torch.Tensor:
-    """Euler with the slope extrapolated from the previous one, ``gamma*d + (1-gamma)*d_old`` (arXiv o2ND9v0CeK)."""
+    """Euler with the slope extrapolated from the previous one, ``gamma*d + (1-gamma)*d_old`` (arXiv o2ND9v0CeK).
+
+    With ``cfg_pp`` the slope comes from the negative prediction and the step starts from the
+    guided one (CFG++).
+    """
+    capture = None
+    if cfg_pp:
+        extra_args, capture = capture_uncond(extra_args)
     extra_args = extra_args or {}
     s_in = x.new_ones([x.shape[0]])
     old_d: torch.Tensor | None = None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
-        d = to_d(x, sigmas[i], denoised)
+        d = to_d(x, sigmas[i], capture.uncond if capture is not None else denoised)
         report(callback, i, x, denoised, sigmas[i])
         dt = sigmas[i + 1] - sigmas[i]
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            x = x + d * dt
+            x = denoised + d * sigmas[i + 1] if capture is not None else x + d * dt
             if old_d is not None:
                 x = x + (ge_gamma - 1) * (d - old_d) * dt
         old_d = d
     return x
+
+
+def sample_gradient_estimation_cfg_pp(
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, ge_gamma: float = 2.0,
+) -> torch.Tensor:
+    """Gradient estimation with the CFG++ step."""
+    return sample_gradient_estimation(model, x, sigmas, extra_args, callback, noise_sampler, ge_gamma, cfg_pp=True)

@@ -1,4 +1,4 @@
-"""Exponential-integrator samplers in ``lambda = -log(sigma)``: RES multistep, SEEDS-2 and ER-SDE.
+"""Exponential-integrator samplers in ``lambda = -log(sigma)``: RES multistep, SEEDS-2/3 and ER-SDE.
 
 All three take fresh noise from the default noise sampler (``res_multistep`` draws it
 but, with eta 0, adds none).
@@ -17,6 +17,7 @@ from diffusion.sampling.samplers.base import (
     StepCallback,
     add_ancestral_noise,
     ancestral_step,
+    capture_uncond,
     report,
     require_noise,
     to_d,
@@ -26,8 +27,12 @@ from diffusion.sampling.samplers.base import (
 def _res_multistep(
     model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None,
     callback: StepCallback | None, noise_sampler: NoiseSampler | None, eta: float, s_noise: float,
+    cfg_pp: bool = False,
 ) -> torch.Tensor:
-    """RES second-order multistep (arXiv 2308.02157), optionally ancestral (eta > 0)."""
+    """RES second-order multistep (arXiv 2308.02157), optionally ancestral (eta > 0) or CFG++."""
+    capture = None
+    if cfg_pp:
+        extra_args, capture = capture_uncond(extra_args)
     extra_args = extra_args or {}
     noise_sampler = require_noise(noise_sampler, "res_multistep")
     s_in = x.new_ones([x.shape[0]])
@@ -37,7 +42,10 @@ def _res_multistep(
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         report(callback, i, x, denoised, sigmas[i])
-        if sigma_down == 0 or old_denoised is None:
+        uncond = capture.uncond if capture is not None else None
+        if (sigma_down == 0 or old_denoised is None) and uncond is not None:
+            x = denoised + to_d(x, sigmas[i], uncond) * sigma_down
+        elif sigma_down == 0 or old_denoised is None:
             x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
             t, t_old, t_next, t_prev = (-s.log() for s in (sigmas[i], old_sigma_down, sigma_down, sigmas[i - 1]))
@@ -47,9 +55,12 @@ def _res_multistep(
             phi2 = (phi1 - 1.0) / -h
             b1 = torch.nan_to_num(phi1 - phi2 / c2, nan=0.0)
             b2 = torch.nan_to_num(phi2 / c2, nan=0.0)
-            x = (-h).exp() * x + h * (b1 * denoised + b2 * old_denoised)
+            if uncond is not None:
+                x = (-h).exp() * (x + (denoised - uncond)) + h * (b1 * uncond + b2 * old_denoised)
+            else:
+                x = (-h).exp() * x + h * (b1 * denoised + b2 * old_denoised)
         x = add_ancestral_noise(x, noise_sampler, sigmas[i], sigmas[i + 1], sigma_up, s_noise)
-        old_denoised = denoised
+        old_denoised = uncond if uncond is not None else denoised
         old_sigma_down = sigma_down
     return x
 
@@ -69,6 +80,23 @@ def sample_res_multistep_ancestral(
 ) -> torch.Tensor:
     """RES multistep down to ``sigma_down``, then fresh noise back up to the next sigma."""
     return _res_multistep(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise)
+
+
+def sample_res_multistep_cfg_pp(
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, s_noise: float = 1.0,
+) -> torch.Tensor:
+    """RES multistep with the CFG++ step, deterministic."""
+    return _res_multistep(model, x, sigmas, extra_args, callback, noise_sampler, 0.0, s_noise, cfg_pp=True)
+
+
+def sample_res_multistep_ancestral_cfg_pp(
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """RES multistep ancestral with the CFG++ step."""
+    return _res_multistep(model, x, sigmas, extra_args, callback, noise_sampler, eta, s_noise, cfg_pp=True)
 
 
 def sample_seeds_2(
@@ -166,4 +194,70 @@ def sample_er_sde(
             spread = (er_lambda_t**2 - er_lambda_s**2 * r**2).sqrt().nan_to_num(nan=0.0)
             x = x + alpha_t * noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * spread
         old_denoised = denoised
+    return x
+
+
+def _h_phi_1(h: torch.Tensor) -> torch.Tensor:
+    """``h * phi_1(h)`` of exponential integrators."""
+    return torch.expm1(h)
+
+
+def _h_phi_2(h: torch.Tensor) -> torch.Tensor:
+    """``h * phi_2(h)`` of exponential integrators."""
+    return (torch.expm1(h) - h) / h
+
+
+def sample_seeds_3(
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, eta: float = 1.0,
+    s_noise: float = 1.0, r_1: float = 1.0 / 3, r_2: float = 2.0 / 3,
+) -> torch.Tensor:
+    """SEEDS-3 (arXiv 2305.14267), VP data prediction: noisy sub-steps at ``r_1`` and ``r_2`` of the lambda step.
+
+    Three model calls per step; the noise of each sub-step carries (decayed) into the next.
+    """
+    extra_args = extra_args or {}
+    noise_sampler = require_noise(noise_sampler, "seeds_3")
+    s_in = x.new_ones([x.shape[0]])
+    inject_noise = eta > 0 and s_noise > 0
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        report(callback, i, x, denoised, sigmas[i])
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        lambda_s, lambda_t = -sigma.log(), -sigma_next.log()
+        h = lambda_t - lambda_s
+        h_eta = h * (eta + 1)
+        lambda_s_1, lambda_s_2 = torch.lerp(lambda_s, lambda_t, r_1), torch.lerp(lambda_s, lambda_t, r_2)
+        sigma_s_1, sigma_s_2 = (-lambda_s_1).exp(), (-lambda_s_2).exp()
+        alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
+        alpha_s_2 = sigma_s_2 * lambda_s_2.exp()
+        alpha_t = sigma_next * lambda_t.exp()
+
+        x_2 = sigma_s_1 / sigma * (-r_1 * h * eta).exp() * x - alpha_s_1 * _h_phi_1(-r_1 * h_eta) * denoised
+        if inject_noise:
+            sde_noise = (-2 * r_1 * h * eta).expm1().neg().sqrt() * noise_sampler(sigma, sigma_s_1)
+            x_2 = x_2 + sde_noise * sigma_s_1 * s_noise
+        denoised_2 = model(x_2, sigma_s_1 * s_in, **extra_args)
+
+        a3_2 = r_2 / r_1 * _h_phi_2(-r_2 * h_eta)
+        a3_1 = _h_phi_1(-r_2 * h_eta) - a3_2
+        x_3 = sigma_s_2 / sigma * (-r_2 * h * eta).exp() * x - alpha_s_2 * (a3_1 * denoised + a3_2 * denoised_2)
+        if inject_noise:
+            segment = (r_1 - r_2) * h * eta
+            sde_noise = sde_noise * segment.exp()
+            sde_noise = sde_noise + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_s_1, sigma_s_2)
+            x_3 = x_3 + sde_noise * sigma_s_2 * s_noise
+        denoised_3 = model(x_3, sigma_s_2 * s_in, **extra_args)
+
+        b3 = _h_phi_2(-h_eta) / r_2
+        b1 = _h_phi_1(-h_eta) - b3
+        x = sigma_next / sigma * (-h * eta).exp() * x - alpha_t * (b1 * denoised + b3 * denoised_3)
+        if inject_noise:
+            segment = (r_2 - 1) * h * eta
+            sde_noise = sde_noise * segment.exp()
+            sde_noise = sde_noise + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_s_2, sigma_next)
+            x = x + sde_noise * sigma_next * s_noise
     return x
