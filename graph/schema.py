@@ -81,6 +81,8 @@ class InputSpec:
             opts = self.current_choices()
             if self.legacy_combo:
                 return [opts, dict(self.options)] if self.options else [opts]
+            if self.choices is None and "options" not in self.options:  # a remote combo: the editor lists it
+                return ["COMBO", dict(self.options)]
             return ["COMBO", {**self.options, "options": opts}]
         return [self.type, dict(self.options)] if self.options else [self.type]
 

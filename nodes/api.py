@@ -208,9 +208,15 @@ def files_in_input(content_types: Sequence[str] = ("image",)) -> ServiceChoices:
 
 @dataclass(frozen=True)
 class OneOf:
-    """A combo: a static sequence, a zero-argument callable, or :func:`files_in` choices."""
+    """A combo: a static sequence, a zero-argument callable, or :func:`files_in` choices.
 
-    choices: Sequence[Any] | Callable[[], Sequence[Any]] | ServiceChoices
+    ``v3=True`` writes it the way ComfyUI's V3 nodes do, ``["COMBO", {"multiselect": false,
+    "options": [...]}]``. ``choices=None`` is a ``"COMBO"`` whose options the editor fetches
+    itself (a ``remote`` route): ``["COMBO", {...}]`` with no list; give the node a validator for it.
+    """
+
+    choices: Sequence[Any] | Callable[[], Sequence[Any]] | ServiceChoices | None
+    v3: bool = False
 
 
 @dataclass(frozen=True)
