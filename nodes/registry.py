@@ -41,6 +41,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.model_save",
     "nodes.train",
     "nodes.image_edit",
+    "nodes.image_files",
     "nodes.mask_edit",
     "nodes.strings",
     "nodes.latent_tools",
@@ -101,7 +102,7 @@ def build_registry(services: Services | None = None, custom_nodes_dirs: Sequence
             registry.add(decl.schema(services))
     if custom_nodes_dirs:
         loaded = load_custom_nodes([Path(d) for d in custom_nodes_dirs], reserved=frozenset(registry),
-                                   folders=services.folders)
+                                   folders=services.folders, builtins=registry)
         for schema in loaded.schemas:
             registry.add(schema)
         registry.load_report = loaded.failures
