@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from diffusion.control.inject import adapter_hooks, call_residuals, check_chain, controlnet_kwargs, spread_to_uncond
+from diffusion.control.models import Control
 from diffusion.models import UNetModel
 from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
 
@@ -78,6 +80,7 @@ class _Entry:
     sigma_end: float | None = None        # ... and sigma >= sigma_end
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # text_embeds, time_ids (SDXL)
     concat: torch.Tensor | None = None    # inpainting channels [B, 5, H, W] (model space)
+    control: Control | None = None        # ControlNet / T2I-Adapter chain (diffusion.control)
 
 
 @dataclass
@@ -91,6 +94,7 @@ class _Job:
     context: torch.Tensor
     extra: dict[str, torch.Tensor]
     concat: torch.Tensor | None
+    control: Control | None = None
 
 
 class Denoiser:
@@ -120,7 +124,8 @@ class Denoiser:
         self.calls = 0
         self.positive, self.negative = positive, negative
         pos = [self._prepare(entry, "positive", latent_image, denoise_mask) for entry in positive]
-        neg = [self._prepare(entry, "negative", latent_image, denoise_mask) for entry in negative]
+        neg = [self._prepare(entry, "negative", latent_image, denoise_mask)
+               for entry in spread_to_uncond(positive, negative)]  # ControlNetApply's controls steer both sides
         # An area on one side gets a twin of the other side's best-fitting entry with that area,
         # so both sides are averaged over the same regions (ComfyUI does this before sampling).
         pos_twins = [t for e in neg if (t := _twin_for_area(pos, e)) is not None]
@@ -159,6 +164,8 @@ class Denoiser:
             prepared.extra = self._adm(options, prompt_type)
         if self.unet.inpaint:
             prepared.concat = self._inpaint_channels(options, latent_image, denoise_mask)
+        if options.get("control") is not None:
+            prepared.control = check_chain(options["control"], self.unet.model, self.unet.arch)
         return prepared
 
     def _adm(self, options: Mapping[str, Any], prompt_type: str) -> dict[str, torch.Tensor]:
@@ -270,7 +277,7 @@ class Denoiser:
             concat = repeat_to_batch(concat, batch)
         context = repeat_to_batch(entry.context.to(x.device), batch)
         extra = {k: repeat_to_batch(v.to(x.device), batch) for k, v in entry.extra.items()}
-        return _Job(side, x_in, mult, area, context, extra, concat)
+        return _Job(side, x_in, mult, area, context, extra, concat, entry.control)
 
     def _run(self, batch: list[_Job], sigma: torch.Tensor,
              options: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
@@ -291,6 +298,8 @@ class Denoiser:
             c["c_concat"] = torch.cat([job.concat for job in batch])  # type: ignore[misc]
         if batch[0].extra:
             c["added_cond_kwargs"] = {k: torch.cat([job.extra[k] for job in batch]) for k in batch[0].extra}
+        if batch[0].control is not None:
+            c["control"] = batch[0].control
         self.calls += 1
         wrapper = options.get("model_function_wrapper")
         if wrapper is not None:
@@ -302,11 +311,17 @@ class Denoiser:
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, c_crossattn: torch.Tensor,
                     c_concat: torch.Tensor | None = None, added_cond_kwargs: Mapping[str, torch.Tensor] | None = None,
-                    transformer_options: Mapping[str, Any] | None = None, **_: Any) -> torch.Tensor:
+                    transformer_options: Mapping[str, Any] | None = None, control: Control | None = None,
+                    **_: Any) -> torch.Tensor:
         """The denoised prediction of noisy ``x`` at ``sigma`` ([B]) from one UNet call (ComfyUI's ``apply_model``)."""
         unet = self.unet
         schedule = unet.schedule
         model_in = schedule.scale_input(x, sigma)
+        residuals = None
+        if control is not None:  # a ControlNet sees the latent without the inpainting channels
+            jobs = len((transformer_options or {}).get("cond_or_uncond", [0]))
+            residuals = call_residuals(control, model_in, schedule.timestep(sigma.cpu()).float(), sigma, c_crossattn,
+                                       added_cond_kwargs, jobs, schedule.percent_to_sigma)
         if c_concat is not None:
             model_in = torch.cat([model_in, c_concat.to(model_in.device)], dim=1)
         timesteps = schedule.timestep(sigma.cpu()).float().to(unet.device)
@@ -314,7 +329,9 @@ class Denoiser:
         if added_cond_kwargs:
             # float32 on purpose: diffusers concatenates them with its float32 size embeddings first.
             kwargs["added_cond_kwargs"] = {k: v.to(unet.device) for k, v in added_cond_kwargs.items()}
-        with torch.no_grad(), unet.use() as module:  # the MODEL value's weight patches, applied once and kept
+        if residuals is not None:
+            kwargs.update(controlnet_kwargs(residuals, unet.dtype, unet.device))
+        with torch.no_grad(), unet.use() as module, adapter_hooks(module, residuals):  # weight patches kept applied
             out = module(model_in.to(unet.device, unet.dtype), timesteps,
                          encoder_hidden_states=c_crossattn.to(unet.device, unet.dtype),
                          return_dict=False, **kwargs)[0]
@@ -372,7 +389,7 @@ def _twin_for_area(entries: list[_Entry], other: _Entry) -> _Entry | None:
 
 def _can_stack(a: _Job, b: _Job) -> bool:
     """True when two jobs can share one UNet call."""
-    if a.x.shape != b.x.shape or a.extra.keys() != b.extra.keys():
+    if a.x.shape != b.x.shape or a.extra.keys() != b.extra.keys() or a.control is not b.control:
         return False
     if any(a.extra[k].shape != b.extra[k].shape for k in a.extra):
         return False
