@@ -77,3 +77,46 @@ def zero_out(conditioning: Sequence[Sequence[Any]]) -> Conditioning:
                 options[key] = torch.zeros_like(options[key])
         out.append([torch.zeros_like(cond), options])
     return out
+
+
+def average(to: Sequence[Sequence[Any]], source: Sequence[Sequence[Any]], to_strength: float) -> Conditioning:
+    """Each entry of ``to`` mixed with ``source``'s first entry: ``to * s + source * (1 - s)`` (ConditioningAverage).
+
+    ``source``'s tokens are cut or zero-padded to each entry's length; pooled outputs are
+    mixed the same way (an entry without one takes ``source``'s). Only the first entry of
+    ``source`` counts, as in ComfyUI.
+    """
+    if not source:
+        raise ValueError("conditioning_from is empty: there is nothing to average with")
+    cond_from = source[0][0]
+    pooled_from = source[0][1].get("pooled_output")
+    out: Conditioning = []
+    for cond, options in to:
+        if cond_from.shape[-1] != cond.shape[-1]:
+            raise ValueError(f"conditionings of width {cond.shape[-1]} and {cond_from.shape[-1]} cannot be averaged")
+        part = cond_from[:, :cond.shape[1]]
+        if part.shape[1] < cond.shape[1]:
+            padding = torch.zeros((part.shape[0], cond.shape[1] - part.shape[1], cond.shape[2]), dtype=part.dtype)
+            part = torch.cat([part, padding], dim=1)
+        options = dict(options)
+        pooled_to = options.get("pooled_output", pooled_from)
+        if pooled_from is not None and pooled_to is not None:
+            options["pooled_output"] = pooled_to * to_strength + pooled_from * (1.0 - to_strength)
+        elif pooled_from is not None:
+            options["pooled_output"] = pooled_from
+        out.append([cond * to_strength + part * (1.0 - to_strength), options])
+    return out
+
+
+def concat(to: Sequence[Sequence[Any]], source: Sequence[Sequence[Any]]) -> Conditioning:
+    """Each entry of ``to`` with ``source``'s first entry's tokens appended (ConditioningConcat)."""
+    if not source:
+        raise ValueError("conditioning_from is empty: there is nothing to concatenate")
+    cond_from = source[0][0]
+    out: Conditioning = []
+    for cond, options in to:
+        if cond_from.shape[-1] != cond.shape[-1]:
+            raise ValueError(f"conditionings of width {cond.shape[-1]} and {cond_from.shape[-1]} "
+                             "cannot be concatenated")
+        out.append([torch.cat((cond, cond_from.to(cond)), dim=1), dict(options)])
+    return out
