@@ -84,3 +84,27 @@ def upscale(samples: torch.Tensor, width: int, height: int, method: str, crop: s
     if method == "area":
         return F.interpolate(samples, size=(height, width), mode="area")
     raise ValueError(f"unknown upscale method {method!r}")
+
+
+def fit_image(image: torch.Tensor, size: tuple[int, int], method: str) -> torch.Tensor:
+    """An IMAGE ``[B, H, W, C]`` brought to ``size`` = (height, width): ``stretch``, ``crop`` (centre, after
+    scaling to cover) or ``pad`` (scaled to fit, centred on black)."""
+    height, width = size
+    pixels = image.movedim(-1, 1)
+    if method == "stretch":
+        out = torch.nn.functional.interpolate(pixels, size=(height, width), mode="bilinear", align_corners=False)
+    elif method in ("crop", "pad"):
+        h, w = pixels.shape[-2:]
+        ratio = max(height / h, width / w) if method == "crop" else min(height / h, width / w)
+        new_h, new_w = max(1, round(h * ratio)), max(1, round(w * ratio))
+        scaled = torch.nn.functional.interpolate(pixels, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        if method == "crop":
+            top, left = (new_h - height) // 2, (new_w - width) // 2
+            out = scaled[..., top:top + height, left:left + width]
+        else:
+            out = pixels.new_zeros(pixels.shape[0], pixels.shape[1], height, width)
+            top, left = (height - new_h) // 2, (width - new_w) // 2
+            out[..., top:top + new_h, left:left + new_w] = scaled
+    else:
+        raise ValueError(f"unknown resize method {method!r}; expected stretch, crop or pad")
+    return out.movedim(1, -1).clamp(0.0, 1.0)

@@ -22,6 +22,8 @@ from nodes.registry import NodeRegistry, build_registry
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "comfy_object_info_0.3.64.json"
 #: Option keys that are descriptive only (ours may differ or be absent).
 _DESCRIPTIVE = {"tooltip", "placeholder", "advanced", "display_name"}
+#: Combos that list folders of the machine ComfyUI ran on (its input folder had a ``3d`` subfolder).
+_FOLDER_LISTS = {("LoadImageSetFromFolderNode", "folder"), ("LoadImageTextSetFromFolderNode", "folder")}
 
 
 def _reference() -> dict[str, Any]:
@@ -39,9 +41,9 @@ def _normal_input(entry: list[Any], file_list: bool) -> list[Any]:
     return [kind, options]
 
 
-def _is_file_list(reference_kind: Any) -> bool:
+def _is_file_list(reference_kind: Any, where: tuple[str, str] = ("", "")) -> bool:
     # The reference empties file lists (checkpoints, images, ...): an empty combo there is a folder listing.
-    return isinstance(reference_kind, list) and not reference_kind
+    return isinstance(reference_kind, list) and (not reference_kind or where in _FOLDER_LISTS)
 
 
 def _shape(info: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def _shape(info: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
         ours = info["input"].get(section, {})
         inputs[section] = {
             name: _normal_input(entry if isinstance(entry, list) else [entry],
-                                _is_file_list(ref_section.get(name, [None])[0]))
+                                _is_file_list(ref_section.get(name, [None])[0], (reference["name"], name)))
             for name, entry in ours.items()
         }
     return {
@@ -67,7 +69,7 @@ def _shape(info: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
 
 def _reference_shape(reference: dict[str, Any]) -> dict[str, Any]:
     inputs = {
-        section: {name: _normal_input(entry, _is_file_list(entry[0]))
+        section: {name: _normal_input(entry, _is_file_list(entry[0], (reference["name"], name)))
                   for name, entry in reference["input"].get(section, {}).items()}
         for section in ("required", "optional")
     }
