@@ -35,7 +35,9 @@ from diffusion.detect import ADM_EMBED_DIM, ADM_SIZE_EMBEDDINGS, TEXT_LAYOUTS, U
 from diffusion.models import Arch, Prediction
 
 ORIGIN = "noodlebox synthetic random weights"
-ARCHS = ("sd15", "sd15-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+ARCHS = ("sd15", "sd15-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd35", "flux-dev", "flux-schnell")
+#: The transformer families, written by ``diffusion.families.synthetic`` (sizes tiny and small).
+TRANSFORMER_ARCHS = ("sd35", "flux-dev", "flux-schnell")
 SIZES = ("tiny", "small", "full")
 
 StateDict = dict[str, torch.Tensor]
@@ -245,6 +247,10 @@ def write_checkpoint(
     path: str | os.PathLike[str], name: str, size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float16
 ) -> Path:
     """Write a synthetic ``.safetensors`` checkpoint; same arguments, same bytes."""
+    if name in TRANSFORMER_ARCHS:
+        from diffusion.families import synthetic as transformer_synthetic  # it builds on this module
+
+        return transformer_synthetic.write_checkpoint(path, name, size, seed, dtype)
     tensors, metadata = make_checkpoint(name, size, seed, dtype)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

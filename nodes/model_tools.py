@@ -40,7 +40,18 @@ __all__ = ["ARCHS", "ORIGIN", "SIZES", "STORAGE_DTYPES", "CheckpointError", "des
 #: ``noodlebox make-model`` kinds -> ``"module:function"`` of the diffusion/ writer for that kind.
 #: A writer is called as ``write(out, base=..., rank=..., seed=..., arch=..., size=...)`` and
 #: returns the written path; it writes atomically and with the same bytes for the same seed.
-MODEL_KINDS: dict[str, str] = {}
+MODEL_KINDS: dict[str, str] = {
+    # The separate files of SD3.5 / Flux (--arch sd35|flux-dev|flux-schnell).
+    "diffusion_model": "diffusion.families.synthetic:write_diffusion_model",
+    "clip_l": "diffusion.families.synthetic:write_clip_l",
+    "clip_g": "diffusion.families.synthetic:write_clip_g",
+    "t5xxl": "diffusion.families.synthetic:write_t5xxl",
+    "vae16": "diffusion.families.synthetic:write_vae16",
+    # ControlNets and T2I-Adapters for --base (diffusion.control.synthetic has the --arch layouts).
+    "controlnet": "diffusion.control.synthetic:write_controlnet",
+    "diff-controlnet": "diffusion.control.synthetic:write_diff_controlnet",
+    "t2i-adapter": "diffusion.control.synthetic:write_t2i_adapter",
+}
 
 
 def make_model(kind: str, out: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,

@@ -18,7 +18,7 @@ from server.cli import UserError
 
 # The choices are spelled out here so that `noodlebox --help` does not import torch;
 # tests/cli/test_checkpoint_cli.py checks them against nodes.model_tools.
-ARCHS = ("sd15", "sd15-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+ARCHS = ("sd15", "sd15-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd35", "flux-dev", "flux-schnell")
 SIZES = ("tiny", "small", "full")
 STORAGE_DTYPES = ("fp32", "fp16", "bf16")
 ORIGIN = "noodlebox synthetic random weights"
@@ -55,6 +55,8 @@ def _make(args: argparse.Namespace) -> int:
         raise UserError("--seed must be 0 or more")
     try:
         path = model_tools.make_checkpoint(args.out, args.arch, args.size, args.seed, args.dtype)
+    except ValueError as exc:  # e.g. a size that is not made for that arch
+        raise UserError(f"{args.out}: {exc}") from None
     except OSError as exc:
         raise UserError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
     print(path)

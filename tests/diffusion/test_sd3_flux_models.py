@@ -1,0 +1,109 @@
+"""SD3.5 / Flux synthetic files in the real key layouts, configs from shapes, and the key maps both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+from diffusers.loaders import single_file_utils as sfu
+from safetensors import safe_open
+
+from diffusion.families import flux, sd3
+from diffusion.families import synthetic as fs
+from diffusion.families.keymap import to_diffusers, to_original
+from server.cli import main
+
+
+@pytest.fixture(scope="module")
+def parts() -> dict[str, dict[str, dict[str, torch.Tensor]]]:
+    torch.set_num_threads(1)
+    return {arch: fs.original_parts(fs.transformer_spec(arch), seed=0) for arch in fs.ARCHS}
+
+
+def _family(arch: str) -> ModuleType:
+    return sd3 if arch == "sd35" else flux
+
+
+@pytest.mark.parametrize("arch", fs.ARCHS)
+def test_config_from_shapes_gives_back_the_spec(arch: str, parts) -> None:
+    spec = fs.transformer_spec(arch)
+    shapes = {sd3.PREFIX + k: v.shape for k, v in parts[arch]["diffusion_model"].items()}
+    config = _family(arch).config_from_shapes(shapes)
+    assert config == {**spec.transformer, **({"dual_attention_layers": (0,)} if arch == "sd35" else {})}
+
+
+@pytest.mark.parametrize("arch", fs.ARCHS)
+def test_original_keys_load_strictly_into_diffusers(arch: str, parts) -> None:
+    state = parts[arch]["diffusion_model"]
+    config = _family(arch).config_from_shapes({sd3.PREFIX + k: v.shape for k, v in state.items()})
+    cls = SD3Transformer2DModel if arch == "sd35" else FluxTransformer2DModel
+    model = cls(**config)
+    model.load_state_dict(to_diffusers(state, _family(arch).key_rules(config)), strict=True)
+    # ... and the way back gives the same file tensors, bit for bit.
+    again = to_original(model.state_dict(), _family(arch).key_rules(config))
+    assert set(again) == set(state)
+    assert all(torch.equal(again[k], state[k]) for k in state)
+
+
+def test_sd3_map_agrees_with_diffusers_own_converter(parts) -> None:
+    state = parts["sd35"]["diffusion_model"]
+    config = sd3.config_from_shapes({sd3.PREFIX + k: v.shape for k, v in state.items()})
+    ours = to_diffusers(state, sd3.key_rules(config))
+    theirs = sfu.convert_sd3_transformer_checkpoint_to_diffusers({sd3.PREFIX + k: v for k, v in state.items()})
+    assert set(ours) == set(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_real_key_names(parts) -> None:
+    sd, fl = parts["sd35"], parts["flux-dev"]
+    assert sd3.MARKER in sd["diffusion_model"]
+    assert {"joint_blocks.0.x_block.attn2.qkv.weight", "joint_blocks.1.x_block.attn.ln_q.weight",
+            "final_layer.adaLN_modulation.1.weight", "pos_embed"} <= set(sd["diffusion_model"])
+    assert "joint_blocks.1.context_block.attn.proj.weight" not in sd["diffusion_model"]  # pre-only last block
+    assert {flux.MARKER, flux.GUIDANCE_MARKER, "single_blocks.1.linear1.weight",
+            "double_blocks.0.img_attn.norm.query_norm.scale"} <= set(fl["diffusion_model"])
+    assert flux.GUIDANCE_MARKER not in parts["flux-schnell"]["diffusion_model"]
+    assert "shared.weight" in sd["t5xxl"] and "encoder.final_layer_norm.weight" in sd["t5xxl"]
+    assert sd["t5xxl"]["shared.weight"].shape[0] == 32128
+    assert "text_projection.weight" in sd["clip_g"] and "text_model.final_layer_norm.weight" in sd["clip_l"]
+    assert sd["vae"]["decoder.conv_in.weight"].shape[1] == 16
+    assert sd["vae"]["encoder.conv_out.weight"].shape[0] == 32
+    assert "quant_conv.weight" not in sd["vae"]
+    assert set(fl) == {"diffusion_model", "clip_l", "t5xxl", "vae"}
+
+
+def test_checkpoint_and_separate_files_hold_the_same_tensors(tmp_path: Path) -> None:
+    ckpt = fs.write_checkpoint(tmp_path / "flux.safetensors", "flux-schnell", seed=3)
+    t5 = fs.write_part(tmp_path / "t5.safetensors", "t5xxl", "flux-schnell", seed=3)
+    again = fs.write_checkpoint(tmp_path / "again.safetensors", "flux-schnell", seed=3)
+    assert ckpt.read_bytes() == again.read_bytes()
+    with safe_open(str(ckpt), "pt") as whole, safe_open(str(t5), "pt") as alone:
+        keys = list(alone.keys())
+        assert all(k.startswith("encoder.") or k == "shared.weight" for k in keys)
+        for key in keys[:5]:
+            assert torch.equal(alone.get_tensor(key), whole.get_tensor(fs.CHECKPOINT_PREFIXES["t5xxl"] + key))
+        assert whole.metadata()["noodlebox.arch"] == "flux-schnell"
+
+
+def test_refusals() -> None:
+    with pytest.raises(ValueError, match="not made for"):
+        fs.transformer_spec("flux-dev", "full")
+    with pytest.raises(ValueError, match="has no clip_g"):
+        fs.make_part("clip_g", "flux-dev")
+
+
+def test_cli_writes_both_forms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["make-checkpoint", "--arch", "sd35", str(tmp_path / "sd35.safetensors")]) == 0
+    assert main(["make-model", "--kind", "clip_g", "--arch", "sd35", str(tmp_path / "g.safetensors")]) == 0
+    with safe_open(str(tmp_path / "sd35.safetensors"), "pt") as f:
+        assert "text_encoders.clip_g.transformer.text_projection.weight" in set(f.keys())
+    with safe_open(str(tmp_path / "g.safetensors"), "pt") as f:
+        assert "text_projection.weight" in set(f.keys())
+    capsys.readouterr()
+    assert main(["make-checkpoint", "--arch", "flux-dev", "--size", "full", str(tmp_path / "x.safetensors")]) == 2
+    assert "not made for" in capsys.readouterr().err
+    assert main(["make-model", "--kind", "t5xxl", str(tmp_path / "t5.safetensors")]) == 2
+    assert "--arch is required" in capsys.readouterr().err
