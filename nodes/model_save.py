@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from .api import Clip, Context, ExtraPngInfo, HiddenPrompt, Model, Vae, node
+from .api import REQUIRED, Clip, Context, ExtraPngInfo, HiddenPrompt, Input, Model, OneOf, Range, Vae, node
 from .save_paths import save_target
 
 _CATEGORY = "advanced/model_merging"
@@ -67,3 +67,28 @@ def CLIPSave(clip: Clip, filename_prefix: str = "clip/ComfyUI", prompt: HiddenPr
     metadata = _metadata(prompt, extra_pnginfo)
     for name, tensors in clip_files(clip):
         write_tensors(_target(ctx, filename_prefix, f"_{name}"), tensors, metadata)
+
+
+@node(category="_for_testing", display_name="Extract and Save Lora", output_node=True)
+def LoraSave(
+    filename_prefix: Annotated[str, Input(multiline=False)] = "loras/ComfyUI_extracted_lora",
+    rank: Annotated[int, Range(1, 4096, step=1)] = 8,
+    lora_type: Annotated[str, OneOf(("standard", "full_diff"), v3=True)] = REQUIRED,
+    bias_diff: bool = True,
+    model_diff: Model | None = None,
+    text_encoder_diff: Clip | None = None,
+    *,
+    ctx: Context,
+) -> None:
+    """Extracts a LoRA from model differences (e.g. ModelMergeSubtract of a fine-tune and its base) and saves it."""
+    from diffusion.lora_extract import extract_clip_lora, extract_unet_lora
+    from diffusion.save import write_tensors
+
+    if model_diff is None and text_encoder_diff is None:
+        return
+    tensors = {}
+    if model_diff is not None:
+        tensors.update(extract_unet_lora(model_diff, rank, lora_type, bias_diff))
+    if text_encoder_diff is not None:
+        tensors.update(extract_clip_lora(text_encoder_diff, rank, lora_type, bias_diff))
+    write_tensors(_target(ctx, filename_prefix), tensors, {})

@@ -90,3 +90,26 @@ def test_save_nodes_name_files_as_comfyui_and_store_the_prompt(tiny_sd15_path: P
     vae = load_vae(out / names[3], precision="fp32", device=CPU)
     assert vae.model.decoder is not None
     assert all(k.startswith("model.diffusion_model.") for k in _tensors(out / names[2]))
+
+
+def test_lora_extraction_recovers_a_low_rank_difference(tiny_sd15_path: Path) -> None:
+    from diffusion.lora_extract import extract_unet_lora
+    from diffusion.patching import DiffAdapter
+    from nodes.merge import ModelMergeSubtract
+
+    base = load_checkpoint(tiny_sd15_path, precision="fp32", device=CPU).unet
+    key = next(k for k, v in base.model.named_parameters() if k.endswith("attn1.to_q.weight"))
+    weight = dict(base.model.named_parameters())[key]
+    gen = torch.Generator().manual_seed(0)
+    delta = torch.randn(weight.shape[0], 2, generator=gen) @ torch.randn(2, weight.shape[1], generator=gen)
+    tuned = base.with_patches({key: DiffAdapter(delta)})
+    lora = extract_unet_lora(ModelMergeSubtract(tuned, base, 1.0), rank=2)
+    from diffusion.convert import unet_ldm_names
+
+    stem = "lora_unet_" + unet_ldm_names([key], base.model.config)[key].removesuffix(".weight").replace(".", "_")
+    torch.testing.assert_close(lora[f"{stem}.lora_up.weight"] @ lora[f"{stem}.lora_down.weight"], delta,
+                               rtol=1e-4, atol=1e-4)
+    assert float(lora[f"{stem}.alpha"]) == 2.0
+    others = [k for k in lora if k.endswith(".lora_up.weight") and not k.startswith(stem)]
+    assert others and all(lora[k].abs().max() < 1e-5 for k in others)  # no difference elsewhere
+    assert any(k.endswith(".diff_b") for k in lora)
