@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import ModuleType
 
@@ -11,9 +12,10 @@ from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 from diffusers.loaders import single_file_utils as sfu
 from safetensors import safe_open
 
-from diffusion.families import flux, sd3
+from diffusion.families import flow, flux, sd3
 from diffusion.families import synthetic as fs
 from diffusion.families.keymap import to_diffusers, to_original
+from diffusion.sampling.schedulers import calculate_sigmas
 from server.cli import main
 
 
@@ -107,3 +109,61 @@ def test_cli_writes_both_forms(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "not made for" in capsys.readouterr().err
     assert main(["make-model", "--kind", "t5xxl", str(tmp_path / "t5.safetensors")]) == 2
     assert "--arch is required" in capsys.readouterr().err
+
+
+# --- flow-matching sampling ----------------------------------------------------------------------
+
+
+def _sd3_closed(t: torch.Tensor, shift: float = 3.0) -> torch.Tensor:
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def _flux_closed(t: torch.Tensor, mu: float) -> torch.Tensor:
+    return math.exp(mu) / (math.exp(mu) + 1 / t - 1)
+
+
+def test_sd3_table_and_schedules_match_the_closed_form() -> None:
+    schedule = flow.sd3_schedule(shift=3.0)
+    t = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    assert torch.allclose(schedule.sigmas.double(), _sd3_closed(t), atol=1e-6)
+    assert float(schedule.sigma_max) == 1.0
+    simple = calculate_sigmas(schedule, "simple", 4)
+    expected = [*_sd3_closed(torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64)).tolist(), 0.0]
+    assert simple.tolist() == pytest.approx(expected, abs=1e-6)
+    assert expected[:4] == pytest.approx([1.0, 0.9, 0.75, 0.5])
+    # sgm_uniform: timesteps evenly from 1000 (sigma_max) down to sigma_min's, last one dropped.
+    sgm = calculate_sigmas(schedule, "sgm_uniform", 4)
+    ts = torch.linspace(1000.0, float(schedule.sigmas[0]) * 1000, 5, dtype=torch.float64)[:-1] / 1000
+    assert sgm.tolist() == pytest.approx([*_sd3_closed(ts).tolist(), 0.0], abs=1e-6)
+    beta = calculate_sigmas(schedule, "beta", 6)
+    assert beta[0] == 1.0 and beta[-1] == 0.0 and bool((beta[:-1] > beta[1:]).all())
+    assert set(beta[:-1].tolist()) <= set(schedule.sigmas.tolist())
+
+
+@pytest.mark.parametrize(("width", "height", "mu"), [(1024, 1024, 1.15), (512, 512, 0.5 + 0.65 * 768 / 3840),
+                                                      (256, 256, 0.5),
+                                                      (128, 128, 0.5 - 0.65 * 192 / 3840)])
+def test_flux_shift_follows_the_resolution(width: int, height: int, mu: float) -> None:
+    assert flow.flux_shift_for_size(width, height) == pytest.approx(mu)
+    schedule = flow.flux_schedule(flow.flux_shift_for_size(width, height))
+    t = torch.arange(1, 10001, dtype=torch.float64) / 10000
+    assert torch.allclose(schedule.sigmas.double(), _flux_closed(t, mu), atol=1e-6)
+    simple = calculate_sigmas(schedule, "simple", 4)
+    expected = _flux_closed(torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64), mu).tolist()
+    assert simple.tolist() == pytest.approx([*expected, 0.0], abs=1e-6)
+    assert float(schedule.timestep(torch.tensor(0.5))) == 0.5  # Flux is fed sigma itself
+
+
+def test_flow_denoiser_recovers_x0_from_the_velocity() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 16, 4, 4, generator=generator), torch.randn(2, 16, 4, 4, generator=generator)
+    schedule = flow.sd3_schedule()
+    sigma = torch.tensor([0.3, 0.8])
+    x = schedule.noise_scaling(sigma, noise, x0)
+    assert torch.allclose(x, (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * noise)
+    assert torch.allclose(schedule.calculate_denoised(sigma, noise - x0, x), x0, atol=1e-6)
+    assert schedule.scale_input(x, sigma) is x
+    assert schedule.percent_to_sigma(0.0) == 1.0 and schedule.percent_to_sigma(1.0) == 0.0
+    assert schedule.percent_to_sigma(0.5) == pytest.approx(0.75)
+    aura = flow.sd3_schedule(shift=1.73, multiplier=1.0)
+    assert float(aura.timestep(torch.tensor(0.5))) == 0.5
