@@ -41,6 +41,12 @@ __all__ = ["ARCHS", "ORIGIN", "SIZES", "STORAGE_DTYPES", "CheckpointError", "des
 #: A writer is called as ``write(out, base=..., rank=..., seed=..., arch=..., size=...)`` and
 #: returns the written path; it writes atomically and with the same bytes for the same seed.
 MODEL_KINDS: dict[str, str] = {
+    # LoRA-family files for --base (diffusion.lora.synthetic has the layouts).
+    "lora": "diffusion.lora.synthetic:write_lora_kohya",
+    "locon": "diffusion.lora.synthetic:write_locon",
+    "loha": "diffusion.lora.synthetic:write_loha",
+    "lokr": "diffusion.lora.synthetic:write_lokr",
+    "diffusers-lora": "diffusion.lora.synthetic:write_diffusers_lora",
     # The separate files of SD3.5 / Flux (--arch sd35|flux-dev|flux-schnell).
     "diffusion_model": "diffusion.families.synthetic:write_diffusion_model",
     "clip_l": "diffusion.families.synthetic:write_clip_l",
@@ -51,6 +57,8 @@ MODEL_KINDS: dict[str, str] = {
     "controlnet": "diffusion.control.synthetic:write_controlnet",
     "diff-controlnet": "diffusion.control.synthetic:write_diff_controlnet",
     "t2i-adapter": "diffusion.control.synthetic:write_t2i_adapter",
+    # Image upscalers, 4x (--arch esrgan|esrgan-new|compact).
+    "upscale": "diffusion.upscale.synthetic:write_upscale_model",
 }
 
 

@@ -47,6 +47,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.latent_tools",
     "nodes.conditioning_tools",
     "nodes.upscale",
+    "nodes.websocket_image",
     "nodes.custom_sampling",
     "nodes.model_sampling",
     "nodes.guidance",
