@@ -7,7 +7,6 @@ atomically (``diffusion.image_ops_animated``).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import torch
@@ -30,8 +29,8 @@ from .api import (
     Socket,
     node,
 )
-from .folders import UnsafePathError, sha256_of, split_annotation
-from .image import annotated_path
+from .folders import split_annotation
+from .image import LoadImage, annotated_path
 from .save_paths import save_target
 
 _IMAGES = "comfy_extras.nodes_images"
@@ -43,25 +42,9 @@ _SIDE = 16384
 _OUTPUT_LIST = {"route": "/internal/files/output", "refresh_button": True, "control_after_refresh": "first"}
 
 
-def _output_image_path(services: Services, image: str) -> Path:
-    """An output-folder image: ``x.png`` (or ``x.png [output]``; other annotations pick their folder)."""
-    return annotated_path(services.folders, image if split_annotation(image)[1] else f"{image} [output]")
-
-
-def _image_check(path_of: Any) -> tuple[Any, Any]:
-    """A (fingerprint, validator) pair for an image-name input resolved by ``path_of(services, image)``."""
-
-    def changed(image: str, services: Services) -> str:
-        return sha256_of(path_of(services, image))
-
-    def valid(image: str, services: Services) -> bool | str:
-        try:
-            exists = path_of(services, image).is_file()
-        except UnsafePathError:
-            exists = False
-        return True if exists else f"Invalid image file: {image}"
-
-    return changed, valid
+def _as_output(image: str) -> str:
+    """An output-folder name: a bare ``x.png`` means ``x.png [output]``; an annotated one keeps its folder."""
+    return image if split_annotation(image)[1] else f"{image} [output]"
 
 
 @node(category="image", display_name="Load Image (from Outputs)", experimental=True)
@@ -71,16 +54,19 @@ def LoadImageOutput(
     ctx: Context,
 ) -> tuple[Image, Mask]:
     """Loads an image from the output folder (a result of an earlier run), with its alpha as a mask."""
-    return load_image(_output_image_path(ctx.services, image))
+    return load_image(annotated_path(ctx.folders, _as_output(image)))
 
 
-_changed, _valid = _image_check(_output_image_path)
-LoadImageOutput.fingerprint(_changed)
-LoadImageOutput.validator(_valid)
+@LoadImageOutput.fingerprint
+def _output_changed(image: str, services: Services) -> Any:
+    """LoadImage's check (the file's hash) on the output-folder name."""
+    return LoadImage.fingerprint_fn(_as_output(image), services)
 
 
-def _input_image_path(services: Services, image: str) -> Path:
-    return annotated_path(services.folders, image)
+@LoadImageOutput.validator
+def _output_valid(image: str, services: Services) -> Any:
+    """LoadImage's check (the file must exist) on the output-folder name; the remote combo lists nothing here."""
+    return LoadImage.validate_fn(_as_output(image), services)
 
 
 @node(category="image", display_name="Webcam Capture", python_module="comfy_extras.nodes_webcam")
@@ -92,13 +78,13 @@ def WebcamCapture(
     *,
     ctx: Context,
 ) -> Image:
-    """Loads the webcam frame the editor uploaded (a file in the input folder, named like LoadImage's)."""
-    return load_image(_input_image_path(ctx.services, image))[0]
+    """Loads the webcam frame the editor uploaded (an input-folder name, as LoadImage takes); width and height
+    are the editor's capture size."""
+    return load_image(annotated_path(ctx.folders, image))[0]
 
 
-_changed, _valid = _image_check(_input_image_path)
-WebcamCapture.fingerprint(_changed)
-WebcamCapture.validator(_valid)
+WebcamCapture.fingerprint(LoadImage.fingerprint_fn)
+WebcamCapture.validator(LoadImage.validate_fn)
 
 
 # -- animated saves ----------------------------------------------------------------------
