@@ -44,6 +44,16 @@ $(T5_STAMP): $(STAMP)
 	touch $(T5_STAMP)
 models: $(T5_STAMP)
 
+# A ControlNet and a T2I-Adapter made for the demo checkpoint (workflows/controlnet.json).
+CONTROL_BASE := models/demo/noodlebox-demo-shapes.safetensors
+CONTROL_DIR := models/controlnet
+CONTROL_DEMO := $(CONTROL_DIR)/noodlebox-demo-controlnet.safetensors $(CONTROL_DIR)/noodlebox-demo-t2i-adapter.safetensors
+$(CONTROL_DIR)/noodlebox-demo-controlnet.safetensors: $(CONTROL_BASE) | $(STAMP)
+	$(BIN)/noodlebox make-model --kind controlnet --base $(CONTROL_BASE) --seed 1 $@
+$(CONTROL_DIR)/noodlebox-demo-t2i-adapter.safetensors: $(CONTROL_BASE) | $(STAMP)
+	$(BIN)/noodlebox make-model --kind t2i-adapter --base $(CONTROL_BASE) --seed 2 $@
+models: $(CONTROL_DEMO)
+
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 

@@ -183,7 +183,7 @@ def test_control_model_for_another_model_is_refused(root: Path, bases: dict[str,
                                                     sd15: LoadedCheckpoint) -> None:
     xl = load_control_model(write_controlnet(root / "xl.safetensors", base=bases["sdxl"]), precision="fp32")
     pos, neg = conds(sd15)
-    with pytest.raises(ValueError, match="ControlNet for sdxl .* does not fit this sd1 model") as info:
+    with pytest.raises(ValueError, match=r"ControlNet for sdxl .* does not fit this sd1 model") as info:
         sample(sd15, with_control(pos, Control(xl, hint())), neg)
     assert "\n" not in str(info.value)
 

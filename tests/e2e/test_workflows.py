@@ -204,5 +204,6 @@ def test_every_shipped_workflow_is_run_here() -> None:
     """A new file under workflows/ needs a test in this module."""
     covered = {"txt2img.json", "txt2img.ui.json", "img2img.json", "inpaint.json", "hires_fix.json",
                "sdxl_base_refiner.json",
-               "outpaint.json"}  # run by test_outpaint_workflow.py
+               "outpaint.json",  # run by test_outpaint_workflow.py
+               "controlnet.json"}  # run by test_controlnet_workflow.py
     assert {p.name for p in WORKFLOWS.glob("*.json")} == covered
