@@ -327,3 +327,14 @@ def test_bad_inputs_stop_the_node_with_a_reason(registry: NodeRegistry) -> None:
                                                                 "x": 9, "y": 0}},
             "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
     assert "outside the 4x4 image" in run_error(registry, crop)
+
+
+def test_mismatched_images_give_a_reason() -> None:
+    with pytest.raises(ValueError, match="cannot blend a 4-channel image into a 3-channel one"):
+        ImageBlend(torch.zeros(1, 2, 2, 3), torch.zeros(1, 2, 2, 4), 0.5, "normal")
+    with pytest.raises(ValueError, match="different sizes"):
+        RebatchImages([torch.zeros(1, 2, 2, 3), torch.zeros(1, 4, 4, 3)], [2])
+    with pytest.raises(ValueError, match="same size"):
+        ImageYUVToRGB(torch.zeros(1, 2, 2, 3), torch.zeros(1, 2, 2, 3), torch.zeros(1, 3, 2, 3))
+    with pytest.raises(ValueError, match="too small for a radius of 3"):
+        ImageBlur(torch.zeros(1, 2, 2, 3), 3, 1.0)

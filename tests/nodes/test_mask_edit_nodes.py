@@ -145,3 +145,11 @@ def test_mask_preview_saves_a_grey_temp_image(tmp_path: Path) -> None:
     assert result.status == "success", result.error
     (entry,) = result.outputs["2"]["images"]
     assert entry["type"] == "temp" and (Folders(tmp_path).temp_dir / entry["filename"]).is_file()
+
+
+def test_mismatched_inputs_give_a_reason() -> None:
+    with pytest.raises(ValueError, match="batch of 2 masks with a batch of 3"):
+        MaskComposite(torch.zeros(3, 4, 4), torch.ones(2, 2, 2), 0, 0, "add")
+    with pytest.raises(ValueError, match="same channels"):
+        PorterDuffImageComposite(torch.ones(1, 2, 2, 4), torch.zeros(1, 2, 2), torch.ones(1, 2, 2, 3),
+                                 torch.zeros(1, 2, 2), "SRC")
