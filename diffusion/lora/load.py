@@ -154,8 +154,8 @@ def lora_patches(lora: LoraFile, unet: Any = None, clip: Any = None) -> LoraPatc
     """Place ``lora``'s adapters on ``unet`` (a ``UNetModel``) and ``clip`` (a ``ClipTextEncoder``); either may be None.
 
     Text-encoder layers are skipped without a word when ``clip`` is None (model-only
-    loaders). Raises :class:`LoraError` when nothing fits, or when every placed adapter has
-    the wrong shape (a LoRA for another architecture).
+    loaders). Raises :class:`LoraError` when fewer than half of its layers fit (a LoRA for
+    another architecture: SDXL and SD1 share some layer names, so a few would fit by chance).
     """
     targets: list[tuple[str, dict[str, tuple[str, str]], dict[str, tuple[int, ...]], dict[str, WeightAdapter]]] = []
     out = LoraPatches()
@@ -183,13 +183,12 @@ def lora_patches(lora: LoraFile, unet: Any = None, clip: Any = None) -> LoraPatc
             break
         if not placed and (clip is not None or not is_text_encoder_stem(stem)):
             out.unknown.append(f"{stem}.{slot}")
-    if not out.unet and not out.clip:
-        if out.misfits:
-            raise LoraError(f"{lora.name}: made for another model ({len(out.misfits)} of its layers have other "
-                            "shapes than this model's)")
-        if out.unknown:
-            raise LoraError(f"{lora.name}: none of its {len(out.unknown)} layers is in this model "
-                            f"(first: {out.unknown[0]})")
+    placed_count = len(out.unet) + len(out.clip)
+    failed = len(out.unknown) + len(out.misfits)
+    if failed > placed_count:
+        arch = getattr(unet, "arch", None) or getattr(clip, "kind", "this")
+        raise LoraError(f"{lora.name}: made for another model (only {placed_count} of its {placed_count + failed} "
+                        f"layers fit this {arch} model)")
     missing = sorted(out.unknown) + sorted(f"{s} (shape)" for s in out.misfits) + list(lora.unparsed)
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")

@@ -118,7 +118,7 @@ class LokrAdapter:
         w1, w2 = self._w1(), self._w2()
         while w1.dim() < w2.dim():
             w1 = w1.unsqueeze(-1)
-        return torch.kron(w1, w2) * self.scale
+        return torch.kron(w1.contiguous(), w2.contiguous()) * self.scale
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
         """The weight with this LoKr added at ``strength``."""
