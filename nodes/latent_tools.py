@@ -201,8 +201,8 @@ def LatentRotate(samples: Latent, rotation: Annotated[str, OneOf(ROTATIONS)]) ->
     turns = ROTATIONS.index(rotation)
     if turns == 0:
         return dict(samples)
-    # rot90 turns from dim 3 towards dim 2, i.e. counter-clockwise on the image: 4 - turns of them.
-    return _with(samples, torch.rot90(samples["samples"], k=4 - turns, dims=[3, 2]))
+    # rot90 from dim 3 (width) towards dim 2 (height) is a clockwise quarter turn of the image.
+    return _with(samples, torch.rot90(samples["samples"], k=turns, dims=[3, 2]))
 
 
 # -- latent operations ------------------------------------------------------------------------------
