@@ -31,7 +31,14 @@ def encode_text(
 ) -> Conditioning:
     """Encode ``text`` with every stream of ``clip`` (``CLIPTextEncode``, ``CLIPTextEncodeSDXLRefiner``)."""
     cond, pooled = clip.encode(text, embedding_dirs=embedding_dirs)
-    return from_encoding(cond, pooled, extra)
+    return from_encoding(cond, pooled, _with_hooks(clip, extra))
+
+
+def _with_hooks(clip: ClipTextEncoder, extra: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """``extra`` plus the CLIP's conditioning hooks (``SetClipHooks`` with ``apply_to_conds``)."""
+    if clip.cond_hooks is None:
+        return extra
+    return {**(extra or {}), "hooks": clip.cond_hooks}
 
 
 def encode_sdxl(
@@ -59,7 +66,7 @@ def encode_sdxl(
         while len(tokens["g"]) < len(tokens["l"]):
             tokens["g"] = tokens["g"] + empty["g"]
     cond, pooled = clip.encode_tokens(tokens)
-    return from_encoding(cond, pooled, extra)
+    return from_encoding(cond, pooled, _with_hooks(clip, extra))
 
 
 def set_values(conditioning: Sequence[Sequence[Any]], values: Mapping[str, Any]) -> Conditioning:

@@ -222,7 +222,7 @@ class ClipTextEncoder:
     applied to the shared models while text is encoded.
     """
 
-    __slots__ = ("_clip_g", "_clip_l", "_clip_skip", "_kind", "_patches")
+    __slots__ = ("_clip_g", "_clip_l", "_clip_skip", "_cond_hooks", "_kind", "_patches")
 
     def __init__(
         self,
@@ -231,6 +231,7 @@ class ClipTextEncoder:
         clip_g: nn.Module | None = None,
         clip_skip: int | None = None,
         weight_patches: WeightPatches | None = None,
+        cond_hooks: Any = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {sorted(KINDS)}")
@@ -240,7 +241,7 @@ class ClipTextEncoder:
             raise ValueError(f"{kind} text encoding needs {', '.join(missing)}")
         patches = dict(weight_patches or {})
         for name, value in (("_kind", kind), ("_clip_l", clip_l), ("_clip_g", clip_g), ("_clip_skip", clip_skip),
-                            ("_patches", patches)):
+                            ("_patches", patches), ("_cond_hooks", cond_hooks)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -276,9 +277,20 @@ class ClipTextEncoder:
         """The weight patches in force, keyed ``clip_l.<name>`` / ``clip_g.<name>``."""
         return self._patches
 
+    @property
+    def cond_hooks(self) -> Any:
+        """Weight hooks that conditionings encoded by this CLIP carry (``SetClipHooks``), or None."""
+        return self._cond_hooks
+
     def with_clip_skip(self, layer: int | None) -> ClipTextEncoder:
         """A copy that stops at ``layer`` (``-1`` last, ``-2`` penultimate...), sharing the models."""
-        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=layer, weight_patches=self._patches)
+        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=layer, weight_patches=self._patches,
+                               cond_hooks=self._cond_hooks)
+
+    def with_cond_hooks(self, hooks: Any) -> ClipTextEncoder:
+        """A copy whose conditionings carry ``hooks`` (None: none)."""
+        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=self._clip_skip,
+                               weight_patches=self._patches, cond_hooks=hooks)
 
     def clone(self) -> ClipTextEncoder:
         """A copy sharing the models, with its own patch list."""
@@ -291,7 +303,8 @@ class ClipTextEncoder:
         if not slots <= {"clip_l", "clip_g"}:
             raise KeyError(f"CLIP patch keys must start with clip_l. or clip_g., got {sorted(slots)}")
         return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=self._clip_skip,
-                               weight_patches=add_patches(self._patches, adapters, strength, strength_model))
+                               weight_patches=add_patches(self._patches, adapters, strength, strength_model),
+                               cond_hooks=self._cond_hooks)
 
     def slot_patches(self, slot: str) -> WeightPatches:
         """The patches on one text model (``clip_l`` or ``clip_g``), keyed by its own parameter names."""
