@@ -11,8 +11,10 @@ import torch
 from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 from diffusers.loaders import single_file_utils as sfu
 from safetensors import safe_open
+from safetensors.torch import save_file
 
-from diffusion.families import flow, flux, sd3
+from diffusion.checkpoint import CheckpointError
+from diffusion.families import flow, flux, loader, sd3
 from diffusion.families import synthetic as fs
 from diffusion.families.keymap import to_diffusers, to_original
 from diffusion.sampling.schedulers import calculate_sigmas
@@ -167,3 +169,94 @@ def test_flow_denoiser_recovers_x0_from_the_velocity() -> None:
     assert schedule.percent_to_sigma(0.5) == pytest.approx(0.75)
     aura = flow.sd3_schedule(shift=1.73, multiplier=1.0)
     assert float(aura.timestep(torch.tensor(0.5))) == 0.5
+
+
+# --- loading: all-in-one, diffusion model only, separate text encoders ---------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("sd3_flux")
+    out: dict[str, dict[str, Path]] = {}
+    for arch in ("sd35", "flux-dev"):
+        made = {"checkpoint": fs.write_checkpoint(root / f"{arch}.safetensors", arch, seed=1)}
+        for part in fs.original_parts(fs.transformer_spec(arch)):
+            made[part] = fs.write_part(root / f"{arch}-{part}.safetensors", part, arch, seed=1)
+        out[arch] = made
+    return out
+
+
+@pytest.mark.parametrize("arch", ["sd35", "flux-dev"])
+def test_three_forms_give_the_same_conditioning_and_prediction(arch: str, files) -> None:
+    torch.set_num_threads(1)
+    made, family = files[arch], "sd3" if arch == "sd35" else "flux"
+    whole = loader.load_transformer_checkpoint(made["checkpoint"], precision="fp32")
+    alone = loader.load_diffusion_model(made["diffusion_model"], precision="fp32")
+    slots = {s: made[s] for s in ("clip_l", "clip_g", "t5xxl") if s in made}
+    text = loader.load_text_encoders(slots, family, precision="fp32")
+    prompt = "a (photo:1.3) of a cat"
+    cond, pooled = whole.clip.encode(prompt)
+    assert all(torch.equal(a, b) for a, b in zip((cond, pooled), text.encode(prompt), strict=True))
+    if family == "sd3":  # 77 CLIP tokens then 77 T5 tokens; pooled = L | G
+        assert cond.shape == (1, 154, 128) and pooled.shape == (1, 128)
+    else:  # T5 alone, padded to 256; pooled = CLIP-L's
+        assert cond.shape == (1, 256, 128) and pooled.shape == (1, 64)
+    x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.7])
+    v = whole.model.velocity(x, sigma, cond, pooled)
+    assert v.shape == x.shape and bool(torch.isfinite(v).all())
+    assert torch.equal(v, alone.velocity(x, sigma, cond, pooled))
+    assert not torch.equal(v, whole.model.velocity(x, torch.tensor([0.2]), cond, pooled))
+    assert whole.vae is not None and whole.vae.model.config.latent_channels == 16
+    assert whole.vae.scale_factor == (sd3.VAE_SCALE if family == "sd3" else flux.VAE_SCALE)
+    assert whole.model.variant == ("sd35_medium" if family == "sd3" else "flux_dev")
+
+
+def test_guidance_reaches_flux_dev(files) -> None:
+    model = loader.load_diffusion_model(files["flux-dev"]["diffusion_model"], precision="fp32")
+    x, cond, pooled = torch.randn(1, 16, 4, 4), torch.randn(1, 8, 128), torch.randn(1, 64)
+    sigma = torch.tensor([0.5])
+    low = model.velocity(x, sigma, cond, pooled, guidance=torch.tensor([1.0]))
+    assert not torch.equal(low, model.velocity(x, sigma, cond, pooled, guidance=torch.tensor([4.0])))
+
+
+def test_fp8_storage_is_upcast_for_compute(files, tmp_path: Path) -> None:
+    source = files["sd35"]["diffusion_model"]
+    with safe_open(str(source), "pt") as f:
+        tensors = {k: f.get_tensor(k).to(torch.float8_e4m3fn) for k in f.keys()}  # noqa: SIM118
+    fp8 = tmp_path / "sd35-fp8.safetensors"
+    save_file(tensors, str(fp8))
+    model = loader.load_diffusion_model(fp8, precision="fp32")
+    assert next(model.model.parameters()).dtype == torch.float32
+    reference = loader.load_diffusion_model(source, precision="fp32")
+    x, cond, pooled = torch.randn(1, 16, 4, 4), torch.randn(1, 8, 128), torch.randn(1, 128)
+    a = model.velocity(x, torch.tensor([0.5]), cond, pooled)
+    b = reference.velocity(x, torch.tensor([0.5]), cond, pooled)
+    assert torch.allclose(a, b, atol=0.1) and not torch.equal(a, b)
+
+
+def test_bad_inputs_get_one_line_reasons(files) -> None:
+    made = files["flux-dev"]
+    with pytest.raises(CheckpointError, match="a T5 file given for the clip_l slot"):
+        loader.load_text_encoders({"clip_l": made["t5xxl"]}, "flux")
+    with pytest.raises(CheckpointError, match="a CLIP file given for the t5xxl slot"):
+        loader.load_text_encoders({"t5xxl": made["clip_l"]}, "flux")
+    with pytest.raises(CheckpointError, match="flux has no clip_g"):
+        loader.load_text_encoders({"clip_g": files["sd35"]["clip_g"]}, "flux")
+    with pytest.raises(CheckpointError, match=r"no SD3 .* or Flux .* transformer"):
+        loader.load_diffusion_model(made["t5xxl"])
+    model = loader.load_diffusion_model(made["diffusion_model"], precision="fp32")
+    with pytest.raises(ValueError, match="16-channel latents, got 4 channels"):
+        model.velocity(torch.zeros(1, 4, 8, 8), torch.tensor([0.5]), torch.zeros(1, 8, 128), torch.zeros(1, 64))
+
+
+def test_detection_reads_both_prefixes(files) -> None:
+    with safe_open(str(files["sd35"]["checkpoint"]), "pt") as f:
+        whole = loader.detect_transformer({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+    with safe_open(str(files["sd35"]["diffusion_model"]), "pt") as f:
+        bare = loader.detect_transformer({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+    assert whole is not None and bare is not None
+    assert (whole.prefix, bare.prefix) == (sd3.PREFIX, "")
+    assert whole.config == bare.config
+    assert set(whole.text) == {"clip_l", "clip_g", "t5xxl"} and whole.vae_prefix == "first_stage_model."
+    assert bare.text == {} and bare.vae_prefix is None
