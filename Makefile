@@ -54,6 +54,12 @@ $(CONTROL_DIR)/noodlebox-demo-t2i-adapter.safetensors: $(CONTROL_BASE) | $(STAMP
 	$(BIN)/noodlebox make-model --kind t2i-adapter --base $(CONTROL_BASE) --seed 2 $@
 models: $(CONTROL_DEMO)
 
+# A seeded random 4x ESRGAN upscaler in the original key layout (workflows/upscale_esrgan.json).
+UPSCALE_DIR := models/upscale_models
+$(UPSCALE_DIR)/noodlebox-test-esrgan.pth: | $(STAMP)
+	$(BIN)/noodlebox make-model --kind upscale --arch esrgan --seed 0 $@
+models: $(UPSCALE_DIR)/noodlebox-test-esrgan.pth
+
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 

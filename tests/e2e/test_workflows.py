@@ -205,5 +205,6 @@ def test_every_shipped_workflow_is_run_here() -> None:
     covered = {"txt2img.json", "txt2img.ui.json", "img2img.json", "inpaint.json", "hires_fix.json",
                "sdxl_base_refiner.json",
                "outpaint.json",  # run by test_outpaint_workflow.py
+               "inpaint_vae.json", "upscale_esrgan.json",  # run by test_issue15_workflows.py
                "controlnet.json"}  # run by test_controlnet_workflow.py
     assert {p.name for p in WORKFLOWS.glob("*.json")} == covered
