@@ -54,6 +54,14 @@ $(CONTROL_DIR)/noodlebox-demo-t2i-adapter.safetensors: $(CONTROL_BASE) | $(STAMP
 	$(BIN)/noodlebox make-model --kind t2i-adapter --base $(CONTROL_BASE) --seed 2 $@
 models: $(CONTROL_DEMO)
 
+# A random 9-channel SD1.5 inpainting checkpoint (workflows/inpaint_model.json); the demo model is
+# placed first, since the default-model step leaves a folder that already has a checkpoint alone.
+INPAINT_CKPT := models/checkpoints/noodlebox-random-sd15-inpaint.safetensors
+$(INPAINT_CKPT): | $(STAMP)
+	$(BIN)/python -m nodes.default_model
+	$(BIN)/noodlebox make-checkpoint --arch sd15-inpaint --size tiny --seed 3 $@
+models: $(INPAINT_CKPT)
+
 # A seeded random 4x ESRGAN upscaler in the original key layout (workflows/upscale_esrgan.json).
 UPSCALE_DIR := models/upscale_models
 $(UPSCALE_DIR)/noodlebox-test-esrgan.pth: | $(STAMP)
