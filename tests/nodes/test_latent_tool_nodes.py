@@ -236,3 +236,24 @@ def test_vae_encode_for_inpaint_node(tiny_sd15_path: Path) -> None:
     mask[:, 8:16, 8:16] = 1.0
     latent = VAEEncodeForInpaint(torch.rand(1, 36, 33, 3), vae, mask, grow_mask_by=0)
     assert latent["samples"].shape == (1, 4, 4, 4) and latent["noise_mask"].shape == (1, 1, 32, 32)
+
+
+def test_apply_operation_cfg_changes_sampling_through_the_model(tiny_sd15_path: Path) -> None:
+    from diffusion.checkpoint import load_checkpoint
+    from diffusion.ksampler import ksample
+
+    model = load_checkpoint(tiny_sd15_path, precision="fp32").unet
+    g = torch.Generator().manual_seed(0)
+    positive = [[torch.randn(1, 77, 64, generator=g), {}]]
+    negative = [[torch.randn(1, 77, 64, generator=g), {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+
+    def sample(m: object) -> torch.Tensor:
+        return ksample(m, 7, 2, 4.0, "euler", "normal", positive, negative, latent)["samples"]
+
+    plain = sample(model)
+    identity = LatentApplyOperationCFG(model, LatentOperationSharpen(sharpen_radius=1, sigma=1.0, alpha=0.0))
+    assert torch.allclose(sample(identity), plain, atol=1e-4)  # alpha 0 leaves the guidance as it is
+    toned = LatentApplyOperationCFG(model, LatentOperationTonemapReinhard(multiplier=0.5))
+    assert (sample(toned) - plain).abs().mean() > 1e-3
+    assert torch.equal(sample(model), plain)  # the original MODEL was not patched
