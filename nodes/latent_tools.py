@@ -26,13 +26,13 @@ from .api import (
     OneOf,
     Range,
     Result,
+    ServiceChoices,
     Services,
     Socket,
     Tooltip,
     Vae,
     node,
 )
-from .api import ServiceChoices as _Choices
 from .folders import UnsafePathError, sha256_of
 from .image import annotated_path
 from .latent import MAX_RESOLUTION
@@ -268,7 +268,7 @@ def _latent_files(services: Services) -> list[str]:
 
 
 @node(category="_for_testing", display_name="LoadLatent")
-def LoadLatent(latent: Annotated[str, OneOf(_Choices(_latent_files))], *, ctx: Context) -> Latent:
+def LoadLatent(latent: Annotated[str, OneOf(ServiceChoices(_latent_files))], *, ctx: Context) -> Latent:
     """Loads a .latent file from the input folder (old files, saved scaled, are unscaled)."""
     return {"samples": latent_ops.load_latent_file(annotated_path(ctx.folders, latent))}
 

@@ -143,23 +143,30 @@ def upscale_image(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Te
     channels = pixels.shape[1]
     while True:
         total = pixels.shape[0] * tile_count(pixels.shape[2], pixels.shape[3], tile, overlap)
-        done = [0]
-
-        def run(part: torch.Tensor, total: int = total, done: list[int] = done) -> torch.Tensor:
-            out = model(part)
-            done[0] += 1
-            if progress is not None:
-                progress(min(done[0], total), total)
-            return out
-
         try:
-            result = tiled_apply(pixels, run, (tile, tile), overlap, scale, channels)
+            result = tiled_apply(pixels, _counted(model, total, progress), (tile, tile), overlap, scale, channels)
             break
         except Exception as exc:
             if not _is_out_of_memory(exc) or tile // 2 < MIN_TILE:
                 raise
             tile //= 2
     return result.clamp(0, 1).movedim(1, -1)
+
+
+def _counted(model: Callable[[torch.Tensor], torch.Tensor], total: int,
+             progress: Callable[[int, int], None] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` reporting ``progress(done, total)`` after each tile."""
+    done = 0
+
+    def run(part: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        out = model(part)
+        done += 1
+        if progress is not None:
+            progress(min(done, total), total)
+        return out
+
+    return run
 
 
 def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
