@@ -162,3 +162,25 @@ def write_t2i_adapter(out: Path, *, base: Path | None = None, rank: int = 4, see
     if not diffusers_layout:
         state = adapter_to_original(state, "light" if kind == "light" else "full")
     return _write(out, state, "t2i-adapter", seed, {"noodlebox.variant": variant})
+
+
+#: CLIP vision shapes per ``--arch`` (hidden, layers, MLP, projection) at ``small``/``full``; ``tiny`` is 64 wide.
+_VISION = {"vit-l": (1024, 24, 4096, 768), "vit-h": (1280, 32, 5120, 1024), "vit-g": (1664, 48, 8192, 1280)}
+
+
+def write_clip_vision(out: Path, *, base: Path | None = None, rank: int = 4, seed: int = 0, arch: str | None = None,
+                      size: str = "tiny") -> Path:
+    """A random CLIP vision encoder (``vit-l`` default, ``vit-h``, ``vit-g``) in transformers' layout."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    variant = arch or "vit-l"
+    if variant not in _VISION:
+        raise ValueError(f"unknown CLIP vision model {variant!r}; expected one of {', '.join(_VISION)}")
+    hidden, layers, mlp, projection = _VISION[variant] if size != "tiny" else (64, 2, 128, 32)
+    config = CLIPVisionConfig(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+                              num_attention_heads=max(1, hidden // 64), patch_size=14,
+                              image_size=224 if size != "tiny" else 56, projection_dim=projection,
+                              hidden_act="quick_gelu" if hidden == 1024 else "gelu")
+    with init_empty_weights():
+        module = CLIPVisionModelWithProjection(config)
+    return _write(out, _random_state(module, "clip_vision", seed), "clip-vision", seed, {"noodlebox.variant": variant})
