@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -246,3 +247,35 @@ def load_text_encoders(paths: Mapping[str, str | os.PathLike[str]], family: Fami
             models[slot] = (load_t5(file, "", dtypes.text, device) if slot == "t5xxl"
                             else load_clip(file, "", slot, dtypes.text, device))
     return FlowTextEncoder(family, models.get("clip_l"), models.get("clip_g"), models.get("t5xxl"))
+
+
+def sd3_slots(paths: list[str | os.PathLike[str]]) -> dict[str, str | os.PathLike[str]]:
+    """Which of up to three text-encoder files is CLIP-L, CLIP-G and T5-XXL, from their weights.
+
+    T5 is told by its keys; a CLIP by its width (768: L, 1280: G); CLIPs of other widths
+    (test models) take the L then the G slot in the order given.
+    """
+    slots: dict[str, str | os.PathLike[str]] = {}
+    unsure: list[str | os.PathLike[str]] = []
+    for path in paths:
+        with TensorFile(path) as file:
+            kind = text_encoder_kind(file.shapes)
+            if kind is None:
+                raise CheckpointError(f"{file.path.name}: not a CLIP or T5 text encoder")
+            if kind == "t5xxl":
+                slot = "t5xxl"
+            else:
+                width = file.shapes["text_model.embeddings.token_embedding.weight"][1]
+                slot = {768: "clip_l", 1280: "clip_g"}.get(width, "")
+            if not slot:
+                unsure.append(path)
+                continue
+            if slot in slots:
+                raise CheckpointError(f"{file.path.name}: a second {slot} file")
+            slots[slot] = path
+    for path in unsure:
+        free = [s for s in ("clip_l", "clip_g") if s not in slots]
+        if not free:
+            raise CheckpointError(f"{Path(path).name}: more CLIP files than SD3 has CLIP slots")
+        slots[free[0]] = path
+    return slots

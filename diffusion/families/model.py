@@ -165,7 +165,8 @@ class FlowTextEncoder:
                 raise ValueError("Flux text encoding needs the T5-XXL encoder")
             pooled = encoded["l"][1] if "l" in encoded else torch.zeros(1, CLIP_L_WIDTH)
             return t5, pooled  # type: ignore[return-value]
-        return _sd3_conditioning(encoded, t5)
+        width = self.t5.config.d_model if self.t5 is not None else T5_WIDTH  # CLIP features pad to T5's width
+        return _sd3_conditioning(encoded, t5, width)
 
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode one prompt for every stream."""
@@ -173,9 +174,8 @@ class FlowTextEncoder:
 
 
 def _sd3_conditioning(encoded: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]],
-                      t5: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """ComfyUI's SD3 assembly: [L | G | zero pad] on features, then T5 on the sequence axis."""
-    width = t5.shape[-1] if t5 is not None else T5_WIDTH
+                      t5: torch.Tensor | None, width: int = T5_WIDTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """ComfyUI's SD3 assembly: [L | G | zero pad to ``width``] on features, then T5 on the sequence axis."""
     l_out, l_pooled = encoded.get("l", (None, None))
     g_out, g_pooled = encoded.get("g", (None, None))
     lg: torch.Tensor | None = None
