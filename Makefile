@@ -68,6 +68,16 @@ $(UPSCALE_DIR)/noodlebox-test-esrgan.pth: | $(STAMP)
 	$(BIN)/noodlebox make-model --kind upscale --arch esrgan --seed 0 $@
 models: $(UPSCALE_DIR)/noodlebox-test-esrgan.pth
 
+# Two LoRAs made for the demo checkpoint, one kohya LoRA and one LoCon (workflows/lora.json).
+LORA_BASE := models/demo/noodlebox-demo-shapes.safetensors
+LORA_DIR := models/loras
+LORA_DEMO := $(LORA_DIR)/noodlebox-test-lora.safetensors $(LORA_DIR)/noodlebox-test-locon.safetensors
+$(LORA_DIR)/noodlebox-test-lora.safetensors: $(LORA_BASE) | $(STAMP)
+	$(BIN)/noodlebox make-model --kind lora --base $(LORA_BASE) --rank 4 --seed 1 $@
+$(LORA_DIR)/noodlebox-test-locon.safetensors: $(LORA_BASE) | $(STAMP)
+	$(BIN)/noodlebox make-model --kind locon --base $(LORA_BASE) --rank 4 --seed 2 $@
+models: $(LORA_DEMO)
+
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 

@@ -207,5 +207,6 @@ def test_every_shipped_workflow_is_run_here() -> None:
                "outpaint.json",  # run by test_outpaint_workflow.py
                "inpaint_vae.json", "upscale_esrgan.json",  # run by test_issue15_workflows.py
                "controlnet.json",  # run by test_controlnet_workflow.py
+               "lora.json",  # run by test_lora_workflow.py
                "inpaint_model.json"}  # run by test_inpaint_model_workflow.py
     assert {p.name for p in WORKFLOWS.glob("*.json")} == covered
