@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from diffusion.denoiser import repeat_to_batch
 from diffusion.files import atomic_path
 from diffusion.resize import upscale
 
@@ -37,16 +38,6 @@ class LatentShapeError(ValueError):
 
 class LatentFileError(ValueError):
     """A file that is not a readable ``.latent`` file."""
-
-
-def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
-    """``tensor`` cut or cycled along dim 0 to ``batch`` entries."""
-    if tensor.shape[0] > batch:
-        return tensor[:batch]
-    if tensor.shape[0] < batch:
-        reps = math.ceil(batch / tensor.shape[0])
-        return tensor.repeat([reps] + [1] * (tensor.ndim - 1))[:batch]
-    return tensor
 
 
 def reshape_to(target: torch.Tensor, latent: torch.Tensor, repeat_batch: bool = True) -> torch.Tensor:

@@ -13,8 +13,6 @@ from typing import Annotated, Any
 
 import torch
 
-from diffusion import latent_ops
-
 from .api import (
     Context,
     ExtraPngInfo,
@@ -45,6 +43,13 @@ _NODES_LATENT = "comfy_extras.nodes_latent"
 _XY = Annotated[int, Range(0, MAX_RESOLUTION, step=8)]
 
 
+def _ops() -> Any:
+    """``diffusion.latent_ops``, imported on first use: it pulls in the sampler's modules (and diffusers)."""
+    from diffusion import latent_ops
+
+    return latent_ops
+
+
 def _with(samples: dict[str, Any], tensor: torch.Tensor) -> dict[str, Any]:
     """A copy of a LATENT dict with new samples."""
     return {**samples, "samples": tensor}
@@ -62,7 +67,7 @@ def LatentComposite(
     feather: _XY = 0,
 ) -> Latent:
     """Pastes samples_from into samples_to at (x, y) pixels; feather fades the pasted edges over that many pixels."""
-    out = latent_ops.composite(samples_to["samples"], samples_from["samples"], x // 8, y // 8, feather // 8)
+    out = _ops().composite(samples_to["samples"], samples_from["samples"], x // 8, y // 8, feather // 8)
     return _with(samples_to, out)
 
 
@@ -76,7 +81,7 @@ def LatentCompositeMasked(
     mask: Mask | None = None,
 ) -> Latent:
     """Blends source into destination at (x, y) pixels through the mask (all of source without one)."""
-    out = latent_ops.composite_masked(destination["samples"], source["samples"], x, y, mask, 8, resize_source)
+    out = _ops().composite_masked(destination["samples"], source["samples"], x, y, mask, 8, resize_source)
     return _with(destination, out)
 
 
@@ -87,14 +92,14 @@ def LatentCompositeMasked(
 def LatentAdd(samples1: Latent, samples2: Latent) -> Latent:
     """Adds two latents (the second resized and repeated to the first's shape)."""
     a = samples1["samples"]
-    return _with(samples1, a + latent_ops.reshape_to(a, samples2["samples"]))
+    return _with(samples1, a + _ops().reshape_to(a, samples2["samples"]))
 
 
 @node(category="latent/advanced", python_module=_NODES_LATENT)
 def LatentSubtract(samples1: Latent, samples2: Latent) -> Latent:
     """Subtracts the second latent from the first (the second resized and repeated to the first's shape)."""
     a = samples1["samples"]
-    return _with(samples1, a - latent_ops.reshape_to(a, samples2["samples"]))
+    return _with(samples1, a - _ops().reshape_to(a, samples2["samples"]))
 
 
 @node(category="latent/advanced", python_module=_NODES_LATENT)
@@ -113,7 +118,7 @@ def LatentInterpolate(
     ratio: Annotated[float, Range(0.0, 1.0, step=0.01)] = 1.0,
 ) -> Latent:
     """Interpolates two latents (ratio 1 is the first), mixing each pixel's direction and length separately."""
-    return _with(samples1, latent_ops.interpolate(samples1["samples"], samples2["samples"], ratio))
+    return _with(samples1, _ops().interpolate(samples1["samples"], samples2["samples"], ratio))
 
 
 @node(category="_for_testing", display_name="Latent Blend")
@@ -123,7 +128,7 @@ def LatentBlend(
     blend_factor: Annotated[float, Range(0, 1, step=0.01)] = 0.5,
 ) -> Latent:
     """Mixes two latents: blend_factor of the first plus the rest of the second."""
-    return _with(samples1, latent_ops.blend(samples1["samples"], samples2["samples"], blend_factor))
+    return _with(samples1, _ops().blend(samples1["samples"], samples2["samples"], blend_factor))
 
 
 # -- batches ----------------------------------------------------------------------------------------
@@ -148,7 +153,7 @@ def LatentBatchSeedBehavior(
 def LatentBatch(samples1: Latent, samples2: Latent) -> Latent:
     """Joins two latent batches into one (the second resized to the first's size); each keeps its noise."""
     a = samples1["samples"]
-    b = latent_ops.reshape_to(a, samples2["samples"], repeat_batch=False)
+    b = _ops().reshape_to(a, samples2["samples"], repeat_batch=False)
     indices = list(samples1.get("batch_index", range(a.shape[0]))) + list(samples2.get("batch_index",
                                                                                         range(b.shape[0])))
     return {**samples1, "samples": torch.cat((a, b)), "batch_index": indices}
@@ -162,7 +167,7 @@ def RebatchLatents(
 ) -> list[Latent]:
     """Regroups a list of latent batches into batches of batch_size (a change of size starts a new batch)."""
     size = batch_size[0] if isinstance(batch_size, list) else batch_size
-    return latent_ops.rebatch(latents, int(size))
+    return _ops().rebatch(latents, int(size))
 
 
 # -- transforms -------------------------------------------------------------------------------------
@@ -220,7 +225,7 @@ def LatentApplyOperationCFG(model: Model, operation: LatentOperation) -> Model:
     from diffusion.patching import append_model_option
 
     patched = model.clone()
-    append_model_option(patched.options, "sampler_pre_cfg_function", latent_ops.cfg_pre_function(operation))
+    append_model_option(patched.options, "sampler_pre_cfg_function", _ops().cfg_pre_function(operation))
     return patched
 
 
@@ -231,7 +236,7 @@ def LatentOperationSharpen(
     alpha: Annotated[float, Range(0.0, 5.0, step=0.01)] = 0.1,
 ) -> LatentOperation:
     """An operation that sharpens latents (unsharp mask of a Gaussian of this radius and sigma, by alpha)."""
-    return latent_ops.sharpen_operation(sharpen_radius, sigma, alpha)
+    return _ops().sharpen_operation(sharpen_radius, sigma, alpha)
 
 
 @node(category="latent/advanced/operations", experimental=True, python_module=_NODES_LATENT)
@@ -239,7 +244,7 @@ def LatentOperationTonemapReinhard(
     multiplier: Annotated[float, Range(0.0, 100.0, step=0.01)] = 1.0,
 ) -> LatentOperation:
     """An operation that compresses strong latent values (Reinhard tone mapping; multiplier sets the white point)."""
-    return latent_ops.tonemap_reinhard_operation(multiplier)
+    return _ops().tonemap_reinhard_operation(multiplier)
 
 
 # -- .latent files ----------------------------------------------------------------------------------
@@ -257,8 +262,8 @@ def SaveLatent(
     """Saves latents as a .latent file (safetensors) in the output folder, with the prompt and workflow."""
     target = save_target(ctx.folders.output_dir, filename_prefix, 0, 0)
     name = f"{target.filename}_{target.counter:05}_.latent"
-    latent_ops.save_latent_file(target.folder / name, samples["samples"],
-                                latent_ops.latent_file_metadata(prompt, extra_pnginfo))
+    ops = _ops()
+    ops.save_latent_file(target.folder / name, samples["samples"], ops.latent_file_metadata(prompt, extra_pnginfo))
     return Result(ui={"latents": [{"filename": name, "subfolder": target.subfolder, "type": "output"}]})
 
 
@@ -270,7 +275,7 @@ def _latent_files(services: Services) -> list[str]:
 @node(category="_for_testing", display_name="LoadLatent")
 def LoadLatent(latent: Annotated[str, OneOf(ServiceChoices(_latent_files))], *, ctx: Context) -> Latent:
     """Loads a .latent file from the input folder (old files, saved scaled, are unscaled)."""
-    return {"samples": latent_ops.load_latent_file(annotated_path(ctx.folders, latent))}
+    return {"samples": _ops().load_latent_file(annotated_path(ctx.folders, latent))}
 
 
 @LoadLatent.fingerprint
@@ -302,5 +307,5 @@ def VAEEncodeForInpaint(
     """Encodes an image for inpainting: masked pixels become grey first, the grown mask is the noise mask."""
     from diffusion import vae as vae_ops
 
-    pixels, noise_mask = latent_ops.inpaint_inputs(pixels, mask, grow_mask_by)
+    pixels, noise_mask = _ops().inpaint_inputs(pixels, mask, grow_mask_by)
     return {"samples": vae_ops.encode(_vae(vae), pixels), "noise_mask": noise_mask}
