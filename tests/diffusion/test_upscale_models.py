@@ -116,3 +116,15 @@ def test_make_model_command_writes_an_upscaler(tmp_path: Path) -> None:
                            str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert load_upscale_model(out).arch == "RealESRGAN-compact"
+
+
+@pytest.mark.parametrize(("upsamplings", "unshuffle", "scale"), [(0, 1, 1), (1, 1, 2), (3, 1, 8), (2, 2, 2), (2, 4, 1)])
+def test_rrdb_scales_are_read_from_the_shapes(upsamplings: int, unshuffle: int, scale: int) -> None:
+    from diffusion.upscale.rrdb import RRDBConfig, RRDBNet, to_new_layout
+
+    config = RRDBConfig(features=4, growth=2, blocks=1, upsamplings=upsamplings, unshuffle=unshuffle)
+    state = RRDBNet(config).state_dict()
+    for layout in (state, to_new_layout(state, config)):  # ESRGAN's keys, and Real-ESRGAN x2plus / x1's
+        model = model_from_state(layout)
+        assert model.scale == scale
+        assert upscale_image(model, _image(8, 12), model.scale).shape == (1, 8 * scale, 12 * scale, 3)
