@@ -165,7 +165,7 @@ class Denoiser:
         if self.unet.inpaint:
             prepared.concat = self._inpaint_channels(options, latent_image, denoise_mask)
         if options.get("control") is not None:
-            prepared.control = check_chain(options["control"], self.unet.model, self.unet.arch)
+            prepared.control = check_chain(options["control"], self.unet)
         return prepared
 
     def _adm(self, options: Mapping[str, Any], prompt_type: str) -> dict[str, torch.Tensor]:

@@ -57,6 +57,7 @@ MODEL_KINDS: dict[str, str] = {
     "controlnet": "diffusion.control.synthetic:write_controlnet",
     "diff-controlnet": "diffusion.control.synthetic:write_diff_controlnet",
     "t2i-adapter": "diffusion.control.synthetic:write_t2i_adapter",
+    "control-lora": "diffusion.control.synthetic:write_control_lora",
     "clip-vision": "diffusion.control.synthetic:write_clip_vision",
     # Image upscalers, 4x (--arch esrgan|esrgan-new|compact).
     "upscale": "diffusion.upscale.synthetic:write_upscale_model",

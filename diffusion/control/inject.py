@@ -143,10 +143,14 @@ def _add_to_tensor(feature: torch.Tensor) -> Any:
 
 
 
-def check_chain(control: Control, unet: nn.Module, unet_arch: str) -> Control:
-    """``control`` after checking that every model of its chain fits ``unet`` (``ValueError`` if one does not)."""
+def check_chain(control: Control, unet: Any) -> Control:
+    """``control`` with every model of its chain made ready for ``unet`` (a ``UNetModel``) and checked to fit it.
+
+    Raises ``ValueError`` (one line) for a control model made for another model.
+    """
     for link in control.chain():
-        check_fits(link.model, unet, unet_arch)
+        link.realized = link.model.for_model(unet)
+        check_fits(link.realized, unet.model, unet.arch)
     return control
 
 

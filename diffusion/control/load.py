@@ -6,6 +6,7 @@ Layouts read (``prefix`` stripped first):
   ``input_hint_block.*``, ``middle_block_out.*`` (SD1.x, SD2.x, SDXL with ``label_emb``);
   converted with diffusers' ``convert_controlnet_checkpoint``;
 - ControlNet, diffusers layout (``controlnet_cond_embedding.*``, ``controlnet_down_blocks.*``);
+- SDXL control-LoRAs (``lora_controlnet``): see :mod:`diffusion.control.control_lora`;
 - "diff" ControlNets: the original layout plus a ``difference`` key; their encoder weights are
   differences to the UNet they were made from, so the model's weights are added at load;
 - T2I-Adapter, original layout: full (``conv_in``, ``body.N.block1``; two blocks per level) and
@@ -29,6 +30,7 @@ from diffusers import ControlNetModel, T2IAdapter
 from diffusers.loaders import single_file_utils as sfu
 
 from diffusion.checkpoint import CheckpointError, TensorFile, _as_checkpoint_errors, _build
+from diffusion.control.control_lora import MARKER, control_lora_model
 from diffusion.control.models import ControlModel
 from diffusion.detect import ADM_EMBED_DIM, _unet_levels
 from diffusion.models import UNetModel
@@ -64,6 +66,8 @@ def load_control_model(
         name = file.path.name
         kind, layout, prefix = detect_control(file.shapes, name)
         raw = {k[len(prefix):]: v for k, v in file.read(prefix, torch.float32).items()}
+        if layout == "control-lora":
+            return control_lora_model({k: v.to(dtypes.unet) for k, v in raw.items()}, name, dtypes.unet, device)
         if kind == "controlnet":
             return _load_controlnet(raw, layout, name, dtypes.unet, device, base)
         return _load_adapter(raw, layout, name, dtypes.unet, device)
@@ -72,8 +76,8 @@ def load_control_model(
 def detect_control(shapes: Shapes, name: str = "file") -> tuple[str, str, str]:
     """(kind, layout, key prefix) of a control-model file: ``controlnet``/``t2i_adapter`` and the layout name."""
     keys = set(shapes)
-    if "lora_controlnet" in keys:
-        raise CheckpointError(f"{name}: SDXL control-LoRA files are not supported yet")
+    if MARKER in keys:
+        return "controlnet", "control-lora", ""
     if any(k.startswith("task_embedding") or k.startswith("control_add_embedding") for k in keys):
         raise CheckpointError(f"{name}: union (ControlNet++) models are not supported yet")
     for prefix in CONTROLNET_PREFIXES:

@@ -47,7 +47,9 @@ class ControlModel:
     the widths of the UNet levels it fits and ``context_dim`` its cross-attention width
     (None for T2I-Adapters). ``hint_channels`` is the number of image channels it reads,
     ``unshuffle`` a T2I-Adapter's pixel-unshuffle factor. ``union_type`` is the control
-    type a union ControlNet is set to (SetUnionControlNetType; None = auto).
+    type a union ControlNet is set to (SetUnionControlNetType; None = auto). A model that exists
+    only together with a UNet (a control-LoRA) has no ``module`` but a ``builder``; the sampler
+    asks :meth:`for_model` for the model to run.
     """
 
     kind: Kind
@@ -61,6 +63,19 @@ class ControlModel:
     unshuffle: int = 8
     layout: str = ""
     union_type: str | None = None
+    builder: Callable[[Any], ControlModel] | None = field(default=None, repr=False)
+    _built: dict[Any, ControlModel] = field(default_factory=dict, repr=False)
+    _build_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def for_model(self, unet: Any) -> ControlModel:
+        """The control model to run with ``unet`` (a ``diffusion.models.UNetModel``): itself, or one built for it."""
+        if self.builder is None:
+            return self
+        key = (id(unet.model), tuple(sorted((k, v) for k, v in unet.weight_patches.items())))
+        with self._build_lock:
+            if key not in self._built:
+                self._built[key] = self.builder(unet)
+            return self._built[key]
 
     def describe(self) -> str:
         """A short description for messages: kind, family and level widths."""
@@ -135,6 +150,8 @@ class Control:
     percent_range: tuple[float, float] = (0.0, 1.0)
     previous: Control | None = None
     vae: Any = None
+    #: The model the sampler runs (``model.for_model(unet)``), set when sampling starts.
+    realized: ControlModel | None = field(default=None, repr=False)
     _hints: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _features: dict[tuple[int, int], list[torch.Tensor]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -161,21 +178,27 @@ class Control:
 
     # -- the hint ---------------------------------------------------------------------------------
 
+    @property
+    def running(self) -> ControlModel:
+        """The model that runs: the one built for the sampled UNet, else :attr:`model`."""
+        return self.realized or self.model
+
     def _hint_for(self, height: int, width: int) -> torch.Tensor:
         """The hint resized for a latent of ``height`` x ``width`` ([B, C, H*8, W*8], model dtype), cached."""
         key = (height, width)
+        model = self.running
         with self._lock:
             if key not in self._hints:
-                step = self.model.unshuffle if self.model.kind == "t2i_adapter" else 1
+                step = model.unshuffle if model.kind == "t2i_adapter" else 1
                 out_h = -(-height * LATENT_DOWNSCALE // step) * step
                 out_w = -(-width * LATENT_DOWNSCALE // step) * step
                 image = self.hint.movedim(-1, 1).float()
                 resized = upscale(image, out_w, out_h, HINT_UPSCALE, "center")
-                if self.model.hint_channels == 1 and resized.shape[1] > 1:
+                if model.hint_channels == 1 and resized.shape[1] > 1:
                     resized = resized.mean(dim=1, keepdim=True)
-                elif resized.shape[1] != self.model.hint_channels:
-                    resized = resized[:, : self.model.hint_channels]
-                self._hints[key] = resized.to(self.model.device, self.model.dtype)
+                elif resized.shape[1] != model.hint_channels:
+                    resized = resized[:, : model.hint_channels]
+                self._hints[key] = resized.to(model.device, model.dtype)
             return self._hints[key]
 
     def _batched_hint(self, hint: torch.Tensor, batch: int, jobs: int) -> torch.Tensor:
@@ -191,7 +214,7 @@ class Control:
     # -- the two kinds ----------------------------------------------------------------------------
 
     def _controlnet(self, call: UNetInput) -> Residuals:
-        model = self.model
+        model = self.running
         hint = self._batched_hint(self._hint_for(*call.x.shape[-2:]), call.x.shape[0], call.jobs)
         kwargs: dict[str, Any] = {}
         if call.added_cond_kwargs is not None:
@@ -210,11 +233,11 @@ class Control:
         if features is None:
             hint = self._hint_for(height, width)
             with torch.no_grad():
-                features = [f.float() for f in self.model.module(hint)]
+                features = [f.float() for f in self.running.module(hint)]
             with self._lock:
                 self._features[key] = features
         batch = call.x.shape[0]
         scaled = [self._batched_hint(f, batch, call.jobs) * self.strength for f in features]
-        levels = len(self.model.block_channels)
+        levels = len(self.running.block_channels)
         mid = scaled[levels] if len(scaled) > levels else None
         return Residuals(adapter=scaled[:levels], adapter_mid=mid)

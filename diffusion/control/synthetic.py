@@ -184,3 +184,25 @@ def write_clip_vision(out: Path, *, base: Path | None = None, rank: int = 4, see
     with init_empty_weights():
         module = CLIPVisionModelWithProjection(config)
     return _write(out, _random_state(module, "clip_vision", seed), "clip-vision", seed, {"noodlebox.variant": variant})
+
+
+#: Original-layout key starts of the parts of a ControlNet that are its own (not the model's encoder).
+_CONTROL_OWN = ("input_hint_block.", "zero_convs.", "middle_block_out.")
+
+
+def write_control_lora(out: Path, *, base: Path | None = None, rank: int = 4, seed: int = 0,
+                       arch: str | None = None, size: str = "tiny") -> Path:
+    """A random control-LoRA for ``base``: ``up``/``down`` pairs of ``rank`` for the encoder's matrices and kernels."""
+    family, config, state = _controlnet_weights(base, seed, "control-LoRA")
+    ldm = controlnet_to_ldm(state, config)
+    tensors: StateDict = {"lora_controlnet": torch.zeros(0)}
+    for key, value in ldm.items():
+        if key.startswith(_CONTROL_OWN) or value.ndim < 2 or not key.endswith(".weight"):
+            tensors[key] = value
+            continue
+        stem = key[: -len(".weight")]
+        shape_up = (value.shape[0], rank, *([1] * (value.ndim - 2)))
+        shape_down = (rank, *value.shape[1:])
+        tensors[stem + ".up"] = 0.1 * _random_tensor(stem + ".up", shape_up, seed)
+        tensors[stem + ".down"] = _random_tensor(stem + ".down", shape_down, seed)
+    return _write(out, tensors, "control-lora", seed, {"noodlebox.base_arch": family, "noodlebox.rank": str(rank)})

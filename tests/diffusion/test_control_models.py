@@ -8,11 +8,12 @@ import pytest
 import torch
 from diffusers import ControlNetModel
 
+from diffusion import convert
 from diffusion.checkpoint import CheckpointError, load_checkpoint
 from diffusion.control.inject import spread_to_uncond
 from diffusion.control.load import load_control_model
 from diffusion.control.models import Control, ControlModel, UNetInput
-from diffusion.control.synthetic import write_controlnet, write_diff_controlnet, write_t2i_adapter
+from diffusion.control.synthetic import write_control_lora, write_controlnet, write_diff_controlnet, write_t2i_adapter
 from diffusion.ksampler import ksample
 from diffusion.models import LoadedCheckpoint
 from diffusion.synthetic import write_checkpoint
@@ -203,3 +204,30 @@ def test_old_apply_controls_are_spread_to_the_negative_side() -> None:
     assert "control" not in negative[0][1]  # the input is not changed
     advanced = [["p", {"control": control, "control_apply_to_uncond": False}]]
     assert "control" not in spread_to_uncond(advanced, negative)[0][1]
+
+
+# -- control-LoRA -------------------------------------------------------------------------------------
+
+
+def test_control_lora_is_built_from_the_models_own_weights(root: Path, bases: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    path = write_control_lora(root / "control-lora.safetensors", base=bases["sdxl"], rank=2)
+    lora = load_control_model(path, precision="fp32")
+    assert lora.layout == "control-lora" and lora.module is None and lora.arch == "sdxl"
+    xl = load_checkpoint(bases["sdxl"], precision="fp32")
+    built = lora.for_model(xl.unet)
+    assert built is lora.for_model(xl.unet)  # built once per model
+    stored = {k: v.float() for k, v in load_file(path).items()}
+    unet, control = xl.unet.model.state_dict(), built.module.state_dict()
+    key = "down_blocks.1.attentions.0.proj_in.weight"
+    ldm = convert.unet_ldm_names([key], {**xl.unet.model.config, "up_block_types": []})[key].removesuffix(".weight")
+    delta = (stored[ldm + ".up"].flatten(1) @ stored[ldm + ".down"].flatten(1)).reshape(unet[key].shape)
+    assert torch.allclose(control[key], unet[key] + delta, atol=1e-6)
+    assert torch.equal(control["controlnet_mid_block.weight"], stored["middle_block_out.0.weight"])
+    assert torch.equal(control["conv_in.bias"], stored["input_blocks.0.0.bias"])  # full tensors replace the model's
+    pos, neg = conds(xl)
+    pos = [[pos[0][0], {"pooled_output": torch.zeros(1, 64)}]]
+    neg = [[neg[0][0], {"pooled_output": torch.zeros(1, 64)}]]
+    steered = sample(xl, with_control(pos, Control(lora, hint())), neg)
+    assert not torch.allclose(steered, sample(xl, pos, neg), atol=1e-4)
