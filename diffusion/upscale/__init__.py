@@ -37,20 +37,26 @@ class UpscaleModelError(ValueError):
 
 @dataclass
 class UpscaleModel:
-    """A loaded single-image upscaler: the module (eval mode), its scale and what it is."""
+    """A loaded single-image upscaler: the module (eval mode), its scale and what it is.
+
+    ``forward`` runs it where the module alone is not enough (spandrel's descriptors pad
+    inputs to the sizes their architecture needs); it uses ``model``'s device.
+    """
 
     model: nn.Module
     scale: float
     arch: str
     in_channels: int = 3
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` in 0..1 -> the upscaled batch (not clamped), float32 on ``image``'s device."""
         param = next(self.model.parameters(), None)
+        run = self.forward or self.model
         with torch.no_grad():
             if param is None:
-                return self.model(image).float()
-            return self.model(image.to(param.device, param.dtype)).float().to(image.device)
+                return run(image).float()
+            return run(image.to(param.device, param.dtype)).float().to(image.device)
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -111,8 +117,9 @@ def _spandrel_model(state: Mapping[str, torch.Tensor], name: str) -> UpscaleMode
         raise UpscaleModelError(f"{name}: spandrel does not recognise it ({str(exc).splitlines()[0]})") from exc
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise UpscaleModelError("Upscale model must be a single-image model.")
-    return UpscaleModel(descriptor.model.eval(), float(descriptor.scale), str(descriptor.architecture.name),
-                        int(descriptor.input_channels))
+    descriptor.eval()
+    return UpscaleModel(descriptor.model, float(descriptor.scale), str(descriptor.architecture.name),
+                        int(descriptor.input_channels), forward=descriptor)
 
 
 def load_upscale_model(path: str | os.PathLike[str]) -> UpscaleModel:
