@@ -129,8 +129,9 @@ def calculate_weight(original: torch.Tensor, entries: tuple[PatchEntry, ...]) ->
 
 # -- applying weight patches to a shared module ------------------------------------------------------
 
-#: ``source(name)`` -> the original value of parameter ``name`` of a module, re-read (e.g. from its file).
-OriginalSource = Callable[[str], torch.Tensor]
+#: ``source(name)`` -> the original value of parameter ``name`` of a module, re-read (e.g. from its file),
+#: or None for a name it cannot re-read (a copy is kept for that one).
+OriginalSource = Callable[[str], torch.Tensor | None]
 
 
 class _WeightState:
@@ -171,7 +172,9 @@ def _original(state: _WeightState, key: str, tensor: torch.Tensor) -> torch.Tens
     if saved is not None:
         return saved
     if state.source is not None:
-        return state.source(key)
+        value = state.source(key)
+        if value is not None:
+            return value
     return tensor.detach().clone()
 
 
@@ -205,9 +208,11 @@ def apply_weight_patches(module: nn.Module, patches: WeightPatches) -> None:
             if not entries or state.applied.get(key) == entries:
                 continue
             tensor = tensors[key]
-            original = _original(state, key, tensor)
-            if state.source is None:
-                state.originals[key] = original
+            original = state.originals.get(key)
+            if original is None:
+                original = state.source(key) if state.source is not None else None
+                if original is None:  # no source, or one that does not know this key: keep a copy
+                    original = state.originals[key] = tensor.detach().clone()
             tensor.copy_(calculate_weight(original, entries).to(tensor.dtype))
             state.applied[key] = entries
 

@@ -40,7 +40,11 @@ def CheckpointLoaderSimple(
     precision = ctx.services.precision
 
     def load() -> Any:
-        return load_checkpoint(path, precision=precision, device=pick_device())
+        from diffusion.original_sources import attach_file_sources
+
+        loaded = load_checkpoint(path, precision=precision, device=pick_device())
+        attach_file_sources(loaded)  # LoRAs re-read originals from the file instead of copying them
+        return loaded
 
     loaded = ctx.services.model_cache().get(path, ("checkpoint", precision), load)
     return loaded.unet, loaded.clip, loaded.vae

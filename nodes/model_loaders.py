@@ -56,7 +56,11 @@ def CheckpointLoader(
     prediction = "v" if config_name.startswith("v2-inference-v") else None
 
     def load() -> Any:
-        return load_checkpoint(path, precision=precision, device=_device(None), prediction=prediction)
+        from diffusion.original_sources import attach_file_sources
+
+        loaded = load_checkpoint(path, precision=precision, device=_device(None), prediction=prediction)
+        attach_file_sources(loaded)
+        return loaded
 
     loaded = ctx.services.model_cache().get(path, ("checkpoint", precision, prediction), load)
     return loaded.unet, loaded.clip, loaded.vae

@@ -270,3 +270,27 @@ def test_diffusers_processor_and_sdxl_spellings(tmp_path) -> None:
     assert clip_stems("sdxl", "clip_g", models["clip_g"])[KOHYA_TE_Q.replace("lora_te", "lora_te2")] == (
         "clip_g", "text_model." + TE_Q)
     assert clip_stems("sdxl", "clip_l", models["clip_l"])["text_encoder." + "text_model." + TE_Q] == ("clip_l", TE_Q)
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sd2", "sdxl"])
+def test_originals_reread_from_the_file_are_the_loaded_weights(tmp_path: Path, arch: str) -> None:
+    from diffusion.original_sources import attach_file_sources
+    from diffusion.patching import _state
+    from diffusion.synthetic import write_checkpoint
+
+    path = write_checkpoint(tmp_path / f"{arch}.safetensors", arch, "tiny", 7, torch.float16)
+    loaded = load_checkpoint(path, precision="fp32", device=torch.device("cpu"))
+    assert attach_file_sources(loaded)
+    modules = [loaded.unet.model, *(m for m in (loaded.clip.clip_l, loaded.clip.clip_g) if m is not None)]
+    for module in modules:
+        source = _state(module).source
+        for name, value in module.named_parameters():
+            again = source(name)
+            assert again is not None and torch.equal(again, value), name
+    lora = write_lora(tmp_path / "l.safetensors", base=path, rank=2, seed=0, kind="locon")
+    placed = lora_patches(read_lora(lora), loaded.unet, loaded.clip)
+    before = _base(loaded.unet.model)
+    with loaded.unet.with_patches(placed.unet).use() as module:
+        assert _state(module).originals == {}  # nothing copied: originals come from the file
+    with loaded.unet.use() as module:
+        assert all(torch.equal(v, before[k]) for k, v in module.named_parameters())
