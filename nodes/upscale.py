@@ -36,6 +36,9 @@ def ImageUpscaleWithModel(upscale_model: UpscaleModel, image: Image, *, ctx: Con
     from diffusion.upscale import upscale_image
 
     model: Any = upscale_model
+    if image.shape[-1] != model.in_channels:
+        raise ValueError(f"the image has {image.shape[-1]} channels; this {model.arch} upscaler takes "
+                         f"{model.in_channels}")
     device = pick_device()
     model.model.to(device)
     try:

@@ -128,3 +128,11 @@ def test_rrdb_scales_are_read_from_the_shapes(upsamplings: int, unshuffle: int, 
         model = model_from_state(layout)
         assert model.scale == scale
         assert upscale_image(model, _image(8, 12), model.scale).shape == (1, 8 * scale, 12 * scale, 3)
+
+
+def test_the_node_refuses_an_image_with_other_channels() -> None:
+    from nodes.upscale import ImageUpscaleWithModel
+
+    model = model_from_state(random_state("compact", seed=1))
+    with pytest.raises(ValueError, match="the image has 4 channels; this RealESRGAN-compact upscaler takes 3"):
+        ImageUpscaleWithModel(model, torch.rand(1, 8, 8, 4), ctx=None)
