@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,7 +70,9 @@ def load_control_model(
         if layout == "control-lora":
             return control_lora_model({k: v.to(dtypes.unet) for k, v in raw.items()}, name, dtypes.unet, device)
         if kind == "controlnet":
-            return _load_controlnet(raw, layout, name, dtypes.unet, device, base)
+            model = _load_controlnet(raw, layout, name, dtypes.unet, device, base)
+            model.global_pool = Path(name).stem.removesuffix("_fp16").endswith("_shuffle")
+            return model
         return _load_adapter(raw, layout, name, dtypes.unet, device)
 
 

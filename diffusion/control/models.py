@@ -49,7 +49,8 @@ class ControlModel:
     ``unshuffle`` a T2I-Adapter's pixel-unshuffle factor. ``union_type`` is the control
     type a union ControlNet is set to (SetUnionControlNetType; None = auto). A model that exists
     only together with a UNet (a control-LoRA) has no ``module`` but a ``builder``; the sampler
-    asks :meth:`for_model` for the model to run.
+    asks :meth:`for_model` for the model to run. ``global_pool`` averages a ControlNet's residuals
+    over the image (shuffle ControlNets, which ComfyUI recognises by a name ending in ``_shuffle``).
     """
 
     kind: Kind
@@ -63,6 +64,7 @@ class ControlModel:
     unshuffle: int = 8
     layout: str = ""
     union_type: str | None = None
+    global_pool: bool = False
     builder: Callable[[Any], ControlModel] | None = field(default=None, repr=False)
     _built: dict[Any, ControlModel] = field(default_factory=dict, repr=False)
     _build_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -223,7 +225,12 @@ class Control:
             down, mid = model.module(call.x.to(model.device, model.dtype), call.timesteps.to(model.device),
                                      encoder_hidden_states=call.context.to(model.device, model.dtype),
                                      controlnet_cond=hint, return_dict=False, **kwargs)
-        return Residuals(down=[d.float() * self.strength for d in down], mid=mid.float() * self.strength)
+        def scaled(residual: torch.Tensor) -> torch.Tensor:
+            if model.global_pool:
+                residual = residual.mean(dim=(2, 3), keepdim=True).expand_as(residual)
+            return residual.float() * self.strength
+
+        return Residuals(down=[scaled(d) for d in down], mid=scaled(mid))
 
     def _adapter(self, call: UNetInput) -> Residuals:
         height, width = call.x.shape[-2:]

@@ -231,3 +231,14 @@ def test_control_lora_is_built_from_the_models_own_weights(root: Path, bases: di
     neg = [[neg[0][0], {"pooled_output": torch.zeros(1, 64)}]]
     steered = sample(xl, with_control(pos, Control(lora, hint())), neg)
     assert not torch.allclose(steered, sample(xl, pos, neg), atol=1e-4)
+
+
+def test_shuffle_controlnets_average_their_residuals(root: Path, bases: dict[str, Path],
+                                                     sd15: LoadedCheckpoint) -> None:
+    shuffle = load_control_model(write_controlnet(root / "control_v11e_sd15_shuffle.safetensors", base=bases["sd15"]),
+                                 precision="fp32")
+    assert shuffle.global_pool
+    residuals = Control(shuffle, hint()).residuals(call_for(sd15, conds(sd15)[0][0][0]),
+                                                   sd15.unet.schedule.percent_to_sigma)
+    for r in [*residuals.down, residuals.mid]:
+        assert torch.allclose(r, r.mean(dim=(2, 3), keepdim=True).expand_as(r))
