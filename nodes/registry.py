@@ -55,6 +55,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.controlnet",
     "nodes.clip_vision",
     "nodes.model_kinds",
+    "nodes.gligen",
+    "nodes.image_models",
     "nodes.sd3",
     "nodes.flux",
 )
