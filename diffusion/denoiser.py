@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,9 @@ import torch
 
 from diffusion.control.inject import adapter_hooks, call_residuals, check_chain, controlnet_kwargs, spread_to_uncond
 from diffusion.control.models import Control
+from diffusion.hooks import HookGroup, model_patches, percent_of
 from diffusion.models import UNetModel
+from diffusion.patching import patched_weights
 from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
 
 #: Latent values of a pixel-space "zero" (mid grey) image, model space: what an SD inpainting
@@ -81,6 +84,8 @@ class _Entry:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # text_embeds, time_ids (SDXL)
     concat: torch.Tensor | None = None    # inpainting channels [B, 5, H, W] (model space)
     control: Control | None = None        # ControlNet / T2I-Adapter chain (diffusion.control)
+    hooks: HookGroup | None = None        # weight hooks of this entry (diffusion.hooks)
+    default: bool = False                 # a default entry: used only where no other entry applies
 
 
 @dataclass
@@ -95,6 +100,7 @@ class _Job:
     extra: dict[str, torch.Tensor]
     concat: torch.Tensor | None
     control: Control | None = None
+    hooks: HookGroup | None = None
 
 
 class Denoiser:
@@ -102,7 +108,9 @@ class Denoiser:
 
     ``latent_shape`` is the noise's shape ([B, C, H, W]); ``latent_image`` (model space)
     and ``denoise_mask`` (prepared to the latent's shape) feed an inpainting model's extra
-    channels. ``calls`` counts UNet forward passes (tests and benchmarks read it).
+    channels. ``extra`` are more conditioning lists (sides 2, 3...) that guiders other than CFG
+    combine through :meth:`predict` (they get no area twins). ``calls`` counts UNet forward
+    passes (tests and benchmarks read it).
     """
 
     def __init__(
@@ -115,6 +123,7 @@ class Denoiser:
         latent_image: torch.Tensor | None = None,
         denoise_mask: torch.Tensor | None = None,
         disable_cfg1_optimization: bool = False,
+        extra: Sequence[Sequence[Sequence[Any]]] = (),
     ) -> None:
         self.unet = unet
         self.cfg = float(cfg)
@@ -122,6 +131,8 @@ class Denoiser:
         self.disable_cfg1_optimization = disable_cfg1_optimization
         self.skip_negative = skips_uncond(self.cfg, disable_cfg1_optimization)
         self.calls = 0
+        #: Gradients through the UNet call (LoRA training); sampling leaves it off.
+        self.grad = False
         self.positive, self.negative = positive, negative
         pos = [self._prepare(entry, "positive", latent_image, denoise_mask) for entry in positive]
         neg = [self._prepare(entry, "negative", latent_image, denoise_mask)
@@ -130,7 +141,8 @@ class Denoiser:
         # so both sides are averaged over the same regions (ComfyUI does this before sampling).
         pos_twins = [t for e in neg if (t := _twin_for_area(pos, e)) is not None]
         neg_twins = [t for e in pos if (t := _twin_for_area(neg, e)) is not None]
-        self.sides: tuple[list[_Entry], list[_Entry]] = (pos + pos_twins, neg + neg_twins)
+        more = [[self._prepare(entry, "negative", latent_image, denoise_mask) for entry in conds] for conds in extra]
+        self.sides: tuple[list[_Entry], ...] = (pos + pos_twins, neg + neg_twins, *more)
 
     # -- preparation ------------------------------------------------------------------------------
 
@@ -166,6 +178,8 @@ class Denoiser:
             prepared.concat = self._inpaint_channels(options, latent_image, denoise_mask)
         if options.get("control") is not None:
             prepared.control = check_chain(options["control"], self.unet)
+        prepared.hooks = options.get("hooks")
+        prepared.default = bool(options.get("default", False))
         return prepared
 
     def _adm(self, options: Mapping[str, Any], prompt_type: str) -> dict[str, torch.Tensor]:
@@ -220,15 +234,44 @@ class Denoiser:
         ``model_options`` (the run's, by default the MODEL's ``options``) may hold CFG hooks
         and ``disable_cfg1_optimization``, applied as :func:`diffusion.sampling.cfg.guide` does.
         """
-        options = self.unet.options if model_options is None else model_options
-        sigma = sigma.to(x.device).float()
+        options = self.options(model_options)
         skip = skips_uncond(self.cfg, self.disable_cfg1_optimization
                             or bool(options.get("disable_cfg1_optimization", False)))
-        sides = 1 if skip else 2
-        jobs = [job for side in range(sides) for e in self.sides[side]
-                if (job := self._job(side, e, x, sigma)) is not None]
-        totals = [torch.zeros_like(x) for _ in range(sides)]
-        counts = [torch.full_like(x, 1e-37) for _ in range(sides)]
+        cond, uncond = self.predict(x, sigma, [0, None if skip else 1], options)
+        if skip and not has_cfg_hooks(options):
+            return cond
+        return guide(x, sigma, cond, None if skip else uncond, self.cfg, options, self.positive, self.negative,
+                     self.unet)
+
+    def options(self, model_options: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """The options of one call: those passed by the sampler, else the MODEL's."""
+        return self.unet.options if model_options is None else model_options
+
+    @staticmethod
+    def _active(entries: Sequence[_Entry], sigma: torch.Tensor) -> list[_Entry]:
+        """The entries that apply at ``sigma``: default entries only when no other entry does."""
+        s = float(sigma[0])
+
+        def in_range(e: _Entry) -> bool:
+            return (e.sigma_start is None or s <= e.sigma_start) and (e.sigma_end is None or s >= e.sigma_end)
+
+        regular = [e for e in entries if not e.default]
+        if any(in_range(e) for e in regular):
+            return regular
+        return [e for e in entries if e.default] or regular
+
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, sides: Sequence[int | None],
+                options: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
+        """The denoised prediction of each conditioning side in ``sides`` (ComfyUI's ``calc_cond_batch``).
+
+        Side 0 is the positive list, 1 the negative, 2.. the ``extra`` lists; None (a skipped
+        side) gives zeros. Entries of all sides share UNet calls where their inputs stack.
+        """
+        sigma = sigma.to(x.device).float()
+        jobs = [job for slot, side in enumerate(sides) if side is not None
+                for e in self._active(self.sides[side], sigma) if (job := self._job(slot, e, x, sigma)) is not None]
+        totals = [torch.zeros_like(x) for _ in sides]
+        counts = [torch.full_like(x, 1e-37) for _ in sides]
         while jobs:
             batch = _next_batch(jobs)
             outputs = self._run(batch, sigma, options)
@@ -240,11 +283,7 @@ class Denoiser:
                     count = count[:, :, y:y + h, x0:x0 + w]
                 total += out * job.mult
                 count += job.mult
-        cond = totals[0] / counts[0]
-        if skip and not has_cfg_hooks(options):
-            return cond
-        uncond = None if skip else totals[1] / counts[1]
-        return guide(x, sigma, cond, uncond, self.cfg, options, self.positive, self.negative, self.unet)
+        return [total / count for total, count in zip(totals, counts, strict=True)]
 
     def _job(self, side: int, entry: _Entry, x: torch.Tensor, sigma: torch.Tensor) -> _Job | None:
         """The UNet input for one entry, or None when its sigma range excludes this step."""
@@ -277,7 +316,7 @@ class Denoiser:
             concat = repeat_to_batch(concat, batch)
         context = repeat_to_batch(entry.context.to(x.device), batch)
         extra = {k: repeat_to_batch(v.to(x.device), batch) for k, v in entry.extra.items()}
-        return _Job(side, x_in, mult, area, context, extra, concat, entry.control)
+        return _Job(side, x_in, mult, area, context, extra, concat, entry.control, entry.hooks)
 
     def _run(self, batch: list[_Job], sigma: torch.Tensor,
              options: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
@@ -300,6 +339,8 @@ class Denoiser:
             c["added_cond_kwargs"] = {k: torch.cat([job.extra[k] for job in batch]) for k in batch[0].extra}
         if batch[0].control is not None:
             c["control"] = batch[0].control
+        if batch[0].hooks is not None:
+            c["hooks"] = batch[0].hooks
         self.calls += 1
         wrapper = options.get("model_function_wrapper")
         if wrapper is not None:
@@ -312,7 +353,7 @@ class Denoiser:
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, c_crossattn: torch.Tensor,
                     c_concat: torch.Tensor | None = None, added_cond_kwargs: Mapping[str, torch.Tensor] | None = None,
                     transformer_options: Mapping[str, Any] | None = None, control: Control | None = None,
-                    **_: Any) -> torch.Tensor:
+                    hooks: HookGroup | None = None, **_: Any) -> torch.Tensor:
         """The denoised prediction of noisy ``x`` at ``sigma`` ([B]) from one UNet call (ComfyUI's ``apply_model``)."""
         unet = self.unet
         schedule = unet.schedule
@@ -331,12 +372,20 @@ class Denoiser:
             kwargs["added_cond_kwargs"] = {k: v.to(unet.device) for k, v in added_cond_kwargs.items()}
         if residuals is not None:
             kwargs.update(controlnet_kwargs(residuals, unet.dtype, unet.device))
-        with torch.no_grad(), unet.use() as module, adapter_hooks(module, residuals):  # weight patches kept applied
+        with torch.set_grad_enabled(self.grad), self._weights(hooks, sigma) as module, \
+                adapter_hooks(module, residuals):
             out = module(model_in.to(unet.device, unet.dtype), timesteps,
                          encoder_hidden_states=c_crossattn.to(unet.device, unet.dtype),
                          return_dict=False, **kwargs)[0]
         out = out.float().to(x.device)
         return schedule.calculate_denoised(sigma, out, x)
+
+    def _weights(self, hooks: HookGroup | None, sigma: torch.Tensor) -> AbstractContextManager[torch.nn.Module]:
+        """The UNet with the MODEL's weight patches, plus an entry's hook patches at this step's keyframe strength."""
+        if hooks is None or not hooks.hooks:
+            return self.unet.use()
+        percent = percent_of(float(sigma[0]), self.unet.schedule.percent_to_sigma)
+        return patched_weights(self.unet.model, model_patches(hooks, self.unet, self.unet.weight_patches, percent))
 
 
 def _feather(mult: torch.Tensor, area: tuple[int, int, int, int], size: tuple[int, int]) -> None:
@@ -389,7 +438,8 @@ def _twin_for_area(entries: list[_Entry], other: _Entry) -> _Entry | None:
 
 def _can_stack(a: _Job, b: _Job) -> bool:
     """True when two jobs can share one UNet call."""
-    if a.x.shape != b.x.shape or a.extra.keys() != b.extra.keys() or a.control is not b.control:
+    if a.x.shape != b.x.shape or a.extra.keys() != b.extra.keys() or a.control is not b.control \
+            or a.hooks is not b.hooks:
         return False
     if any(a.extra[k].shape != b.extra[k].shape for k in a.extra):
         return False
