@@ -13,13 +13,19 @@ every registry. A pack that fails to import, or a class that cannot be read, is
 logged with its error, recorded as a :class:`PackFailure`, and skipped; loading goes on.
 As in ComfyUI, a custom class cannot replace a built-in node of the same name. Packs
 that ``import folder_paths`` get :func:`folder_paths_module`, bound to the registry's folders.
+
+V3 packs (``comfy_entrypoint()``, ``comfy_api.latest.io``) are read too. The ComfyUI
+modules packs import (``nodes``, ``server``, ``comfy.*``...) are answered by
+:mod:`nodes.comfy_surface` (its docstring says how, without touching our own ``nodes``
+and ``server`` packages). Pack nodes run with ComfyUI's MODEL/CLIP/VAE objects
+(:mod:`nodes.comfy_surface.values`), and an error they raise names the pack.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
+import tempfile
 import traceback
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +36,21 @@ from typing import Any
 from graph.schema import InputSpec, NodeBehaviour, NodeSchema, OutputSpec
 
 from .api import filtered_caller, param_names, resolve_awaitable
-from .folders import PT_EXTENSIONS, Folders, UnsafePathError
-from .save_paths import save_target
+from .comfy_surface.folder_paths import folder_paths_module
+from .comfy_surface.guard import ImportTimeout, captured_stdout, deadline, no_writes_outside
+from .comfy_surface.loader import custom_nodes_package, import_pack_module
+from .comfy_surface.loader import install as install_surface
+from .comfy_surface.packs import pack_classes, requirements_note, run_pack_node, web_directory
+from .folders import Folders
 
 log = logging.getLogger(__name__)
 
 _SECTIONS = ("required", "optional", "hidden")
+#: Seconds a pack may take to import.
+IMPORT_TIMEOUT_S = 60.0
+
+__all__ = ["IMPORT_TIMEOUT_S", "PackFailure", "PackLoad", "adapt_class", "find_packs", "folder_paths_module",
+           "import_pack", "load_custom_nodes", "parse_input_types"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,10 @@ class PackLoad:
     schemas: list[NodeSchema] = field(default_factory=list)
     loaded: list[str] = field(default_factory=list)
     failures: list[PackFailure] = field(default_factory=list)
+    #: Pack name -> its web directory (``WEB_DIRECTORY``), served at ``/extensions/<pack>/``.
+    web_dirs: dict[str, Path] = field(default_factory=dict)
+    #: The aiohttp routes packs added through ``PromptServer.instance.routes``.
+    routes: list[Any] = field(default_factory=list)
 
 
 def parse_input_types(raw: Mapping[str, Any]) -> tuple[InputSpec, ...]:
@@ -99,7 +118,8 @@ def adapt_class(name: str, cls: type, display_name: str | None = None,
         name=name,
         inputs=inputs,
         outputs=outputs,
-        behaviour=_behaviour(cls),
+        behaviour=_behaviour(cls, python_module.removeprefix("custom_nodes.") if python_module.startswith(
+            "custom_nodes.") else None),
         display_name=display_name or "",
         category=getattr(cls, "CATEGORY", "sd"),
         description=getattr(cls, "DESCRIPTION", "") or "",
@@ -114,11 +134,13 @@ def adapt_class(name: str, cls: type, display_name: str | None = None,
     )
 
 
-def _behaviour(cls: type) -> NodeBehaviour:
+def _behaviour(cls: type, pack: str | None = None) -> NodeBehaviour:
     function_name = cls.FUNCTION
 
     def execute(instance: Any, ctx: Any, inputs: dict[str, Any]) -> Any:
-        return resolve_awaitable(getattr(instance, function_name)(**inputs))
+        if pack is None:
+            return resolve_awaitable(getattr(instance, function_name)(**inputs))
+        return run_pack_node(pack, ctx, lambda values: getattr(instance, function_name)(**values), inputs)
 
     fingerprint = validate = check_lazy = None
     validate_params: frozenset[str] | None = frozenset()
@@ -144,55 +166,6 @@ def _behaviour(cls: type) -> NodeBehaviour:
     )
 
 
-# -- the folder_paths module packs import -------------------------------------------------------
-
-
-def folder_paths_module(folders: Folders) -> ModuleType:
-    """A ``folder_paths`` module over ``folders``: the part of ComfyUI's module that simple packs use.
-
-    Packs typically ``import folder_paths`` to list or resolve model files and to find the
-    input/output directories; they get these functions, bound to their registry's folders.
-    """
-    module = ModuleType("folder_paths", "ComfyUI's folder_paths, answered by a noodlebox Folders object.")
-    module.base_path = str(folders.base_dir)
-    module.models_dir = str(folders.models_dir)
-    module.supported_pt_extensions = set(PT_EXTENSIONS)
-    module.folder_names_and_paths = {k: ([str(p) for p in folders.paths(k)], set(folders.extensions(k)))
-                                     for k in folders}
-    module.get_filename_list = folders.filename_list
-    module.get_folder_paths = lambda key: [str(p) for p in folders.paths(key)]
-    module.add_model_folder_path = lambda key, path, is_default=False: folders.add_path(key, path, is_default)
-    module.get_input_directory = lambda: str(folders.input_dir)
-    module.get_output_directory = lambda: str(folders.output_dir)
-    module.get_temp_directory = lambda: str(folders.temp_dir)
-    module.get_user_directory = lambda: str(folders.user_dir)
-    module.get_directory_by_type = lambda kind: str(folders.directory(kind)) if kind in (
-        "input", "output", "temp") else None
-
-    def get_full_path(key: str, name: str) -> str | None:
-        try:
-            found = folders.full_path(key, name)
-        except UnsafePathError:
-            return None
-        return None if found is None else str(found)
-
-    def get_full_path_or_raise(key: str, name: str) -> str:
-        found = get_full_path(key, name)
-        if found is None:
-            raise FileNotFoundError(f"Model in folder '{key}' with filename '{name}' not found.")
-        return found
-
-    def get_save_image_path(filename_prefix: str, output_dir: str, image_width: int = 0,
-                            image_height: int = 0) -> tuple[str, str, int, str, str]:
-        target = save_target(Path(output_dir), filename_prefix, image_width, image_height)
-        return str(target.folder), target.filename, target.counter, target.subfolder, filename_prefix
-
-    module.get_full_path = get_full_path
-    module.get_full_path_or_raise = get_full_path_or_raise
-    module.get_save_image_path = get_save_image_path
-    return module
-
-
 # -- loading packs from disk -------------------------------------------------------------------
 
 
@@ -212,53 +185,54 @@ def find_packs(directory: Path) -> list[Path]:
     return packs
 
 
+def pack_name(path: Path) -> str:
+    """A pack's name: its file stem or folder name."""
+    return path.stem if path.is_file() else path.name
+
+
 def import_pack(path: Path) -> ModuleType:
-    """Import one pack afresh as ``custom_nodes.<pack>`` (earlier imports of it are dropped first)."""
-    pack = path.stem if path.is_file() else path.name
-    module_name = "custom_nodes." + pack.replace(".", "_")
-    for loaded in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
-        del sys.modules[loaded]
-    if path.is_dir():
-        spec = importlib.util.spec_from_file_location(
-            module_name, path / "__init__.py", submodule_search_locations=[str(path)])
-    else:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # before exec, so the package's relative imports resolve
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    return module
+    """Import one pack afresh as ``custom_nodes.<pack>``, its modules seeing ComfyUI's names."""
+    return import_pack_module(path.resolve(), "custom_nodes." + pack_name(path).replace(".", "_"))
 
 
-def load_custom_nodes(dirs: Sequence[Path], reserved: Collection[str] = (), folders: Folders | None = None) -> PackLoad:
+def load_custom_nodes(dirs: Sequence[Path], reserved: Collection[str] = (), folders: Folders | None = None,
+                      builtins: Mapping[str, NodeSchema] | None = None,
+                      import_timeout: float = IMPORT_TIMEOUT_S) -> PackLoad:
     """Load every pack of ``dirs``; names in ``reserved`` (built-in nodes) are not replaced.
 
-    With ``folders``, ``import folder_paths`` in these packs gets :func:`folder_paths_module` of them.
+    ``builtins`` (the registry's built-in nodes) back ComfyUI's core classes in
+    ``nodes``/``comfy_extras``; with ``folders``, ``import folder_paths`` gets a module
+    over them. Each pack imports under :mod:`nodes.comfy_surface.guard`'s guards (time
+    limit, no writes outside its folder and ``folders``' directories, stdout to the log).
     """
+    from .comfy_surface import nodes as comfy_nodes
+    from .comfy_surface import runtime
+    from .comfy_surface.server import PromptServer
+
     result = PackLoad()
+    dirs = [Path(d) for d in dirs]
+    install_surface(dirs)
+    custom_nodes_package(dirs)
+    if builtins is not None:
+        runtime.activate(builtins)
+        comfy_nodes.refresh()
     if folders is not None:
         # Packs keep the module object they imported, so each registry's packs see its own folders.
         sys.modules["folder_paths"] = folder_paths_module(folders)
+    PromptServer.instance.reset_routes()
     by_name: dict[str, NodeSchema] = {}
     for directory in dirs:
-        for path in find_packs(Path(directory)):
-            pack = path.stem if path.is_file() else path.name
+        for path in find_packs(directory):
+            pack = pack_name(path)
+            module = _import_guarded(result, pack, path, folders, import_timeout)
+            if module is None:
+                continue
             try:
-                module = import_pack(path)
-            except (Exception, SystemExit) as exc:  # a broken pack must not stop the others
+                classes, display = pack_classes(module)
+            except Exception as exc:
                 _fail(result, pack, path, exc)
                 continue
-            mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
-            if not isinstance(mappings, Mapping):
-                _fail(result, pack, path, AttributeError("no NODE_CLASS_MAPPINGS"))
-                continue
-            display = getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}
-            for name, cls in mappings.items():
+            for name, cls in classes.items():
                 if name in reserved:
                     log.warning("custom node %s from %s ignored: a built-in node has that name", name, pack)
                     continue
@@ -266,12 +240,41 @@ def load_custom_nodes(dirs: Sequence[Path], reserved: Collection[str] = (), fold
                     by_name[name] = adapt_class(name, cls, display.get(name), f"custom_nodes.{pack}")
                 except Exception as exc:
                     _fail(result, f"{pack}/{name}", path, exc)
+                    continue
+                comfy_nodes.NODE_CLASS_MAPPINGS[name] = cls
+                if name in display:
+                    comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS[name] = display[name]
+            web = web_directory(module, path)
+            if web is not None:
+                result.web_dirs[pack] = web
+                comfy_nodes.EXTENSION_WEB_DIRS[pack] = str(web)
             result.loaded.append(pack)
     result.schemas = list(by_name.values())
+    result.routes = list(PromptServer.instance.routes)
     return result
 
 
-def _fail(result: PackLoad, name: str, path: Path, exc: BaseException) -> None:
-    log.warning("cannot load custom nodes %s (%s):\n%s", name, path,
+def _import_guarded(result: PackLoad, pack: str, path: Path, folders: Folders | None,
+                    timeout: float) -> ModuleType | None:
+    """Import a pack under the guards; a failure is recorded (with requirements advice) and gives None."""
+    allowed = [path if path.is_dir() else path.parent, Path(tempfile.gettempdir())]
+    if folders is not None:
+        allowed += [folders.models_dir, folders.input_dir, folders.output_dir, folders.temp_dir, folders.user_dir]
+    refused: list[str] = []
+    try:
+        with captured_stdout(pack), no_writes_outside(allowed, refused), deadline(timeout, path.resolve()):
+            return import_pack(path)
+    except (Exception, SystemExit, ImportTimeout) as exc:  # a broken pack must not stop the others
+        _fail(result, pack, path, exc, requirements_note(path, exc))
+        return None
+    finally:
+        for target in refused:
+            log.warning("custom node pack %s tried to write outside its folder: %s", pack, target)
+            result.failures.append(PackFailure(f"{pack}/write", str(path), f"refused write outside its folder: "
+                                                                            f"{target}"))
+
+
+def _fail(result: PackLoad, name: str, path: Path, exc: BaseException, note: str = "") -> None:
+    log.warning("cannot load custom nodes %s (%s)%s:\n%s", name, path, note,
                 "".join(traceback.format_exception(exc)).rstrip())
-    result.failures.append(PackFailure(name, str(path), f"{type(exc).__name__}: {exc}"))
+    result.failures.append(PackFailure(name, str(path), f"{type(exc).__name__}: {exc}{note}"))

@@ -1,0 +1,27 @@
+"""A pack that patches a MODEL through comfy.model_patcher, as guidance packs do."""
+
+import comfy.model_patcher
+
+
+class ScaledGuidance:
+    @classmethod
+    def INPUT_TYPES(s):
+        return {"required": {"model": ("MODEL",), "scale": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "test/packs"
+
+    def patch(self, model, scale):
+        assert isinstance(model, comfy.model_patcher.ModelPatcher)
+        patched = model.clone()
+
+        def cfg_function(args):
+            return args["uncond"] + (args["cond"] - args["uncond"]) * args["cond_scale"] * scale
+
+        patched.set_model_sampler_cfg_function(cfg_function, disable_cfg1_optimization=True)
+        patched.set_model_attn1_patch(lambda q, k, v, extra_options: (q, k, v))
+        return (patched,)
+
+
+NODE_CLASS_MAPPINGS = {"ScaledGuidance": ScaledGuidance}

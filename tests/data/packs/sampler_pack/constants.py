@@ -1,0 +1,1 @@
+MIN_STEPS = 1
