@@ -197,13 +197,14 @@ def import_pack(path: Path) -> ModuleType:
 
 def load_custom_nodes(dirs: Sequence[Path], reserved: Collection[str] = (), folders: Folders | None = None,
                       builtins: Mapping[str, NodeSchema] | None = None,
-                      import_timeout: float = IMPORT_TIMEOUT_S) -> PackLoad:
+                      import_timeout: float | None = None) -> PackLoad:
     """Load every pack of ``dirs``; names in ``reserved`` (built-in nodes) are not replaced.
 
     ``builtins`` (the registry's built-in nodes) back ComfyUI's core classes in
     ``nodes``/``comfy_extras``; with ``folders``, ``import folder_paths`` gets a module
     over them. Each pack imports under :mod:`nodes.comfy_surface.guard`'s guards (time
     limit, no writes outside its folder and ``folders``' directories, stdout to the log).
+    ``import_timeout`` defaults to :data:`IMPORT_TIMEOUT_S` as it is at the call.
     """
     from .comfy_surface import nodes as comfy_nodes
     from .comfy_surface import runtime
@@ -224,7 +225,8 @@ def load_custom_nodes(dirs: Sequence[Path], reserved: Collection[str] = (), fold
     for directory in dirs:
         for path in find_packs(directory):
             pack = pack_name(path)
-            module = _import_guarded(result, pack, path, folders, import_timeout)
+            module = _import_guarded(result, pack, path, folders,
+                                     IMPORT_TIMEOUT_S if import_timeout is None else import_timeout)
             if module is None:
                 continue
             try:

@@ -1,0 +1,82 @@
+"""Bad custom node packs: each failure is reported with its reason, and the other packs still load."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pack_kit import BAD_PACKS, DATA, pack_registry, run_prompt
+
+from nodes.registry import NodeRegistry
+
+ESCAPED = DATA / "escaped_by_pack.txt"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> NodeRegistry:
+    import nodes.compat as compat
+
+    before = compat.IMPORT_TIMEOUT_S
+    compat.IMPORT_TIMEOUT_S = 1.0
+    try:
+        return pack_registry(tmp_path_factory.mktemp("bad"), [BAD_PACKS])
+    finally:
+        compat.IMPORT_TIMEOUT_S = before
+
+
+def errors(registry: NodeRegistry) -> dict[str, str]:
+    return {f.name: f.error for f in registry.load_report}
+
+
+def test_the_good_pack_loads_and_each_bad_one_is_reported(registry: NodeRegistry) -> None:
+    assert registry.custom_packs == ["fails_at_run"]
+    assert set(errors(registry)) == {"loops_at_import", "missing_attribute", "missing_module", "needs_package",
+                                     "writes_outside", "writes_outside/write"}
+
+
+def test_a_pack_that_loops_at_import_is_stopped(registry: NodeRegistry) -> None:
+    assert errors(registry)["loops_at_import"].startswith("ImportTimeout: import took longer than 1 s")
+
+
+def test_names_not_provided_are_named(registry: NodeRegistry) -> None:
+    assert errors(registry)["missing_module"] == (
+        "ModuleNotFoundError: noodlebox does not provide ComfyUI's module 'comfy.ldm'")
+    assert errors(registry)["missing_attribute"] == (
+        "NotProvidedError: noodlebox does not provide ComfyUI's comfy.utils.no_such_helper")
+
+
+def test_missing_package_reports_the_requirements_and_installs_nothing(registry: NodeRegistry) -> None:
+    error = errors(registry)["needs_package"]
+    assert error.startswith("ModuleNotFoundError: No module named 'noodlebox_absent_package'")
+    assert "requirements.txt lists: noodlebox-absent-package, numpy" in error
+    assert "does not install" in error
+
+
+def test_writes_outside_the_pack_folder_are_refused(registry: NodeRegistry) -> None:
+    assert not ESCAPED.exists()
+    assert errors(registry)["writes_outside"].startswith("PermissionError: custom node packs may not write")
+    assert errors(registry)["writes_outside/write"].endswith(str(ESCAPED))
+
+
+def test_a_node_failing_at_run_time_names_its_pack(registry: NodeRegistry) -> None:
+    result, events = run_prompt(registry, {"1": {"class_type": "AlwaysFails", "inputs": {"value": 3}}})
+    assert result.status == "error"
+    error = dict(events)["execution_error"]
+    assert error["exception_message"] == "cannot handle 3 [custom node pack fails_at_run]"
+    assert error["exception_type"] == "ValueError"
+    assert error["node_type"] == "AlwaysFails"
+
+
+def test_pack_stdout_goes_to_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    from nodes.compat import load_custom_nodes
+
+    packs = tmp_path / "custom_nodes"
+    packs.mkdir()
+    (packs / "chatty.py").write_text('print("chatty pack here")\nNODE_CLASS_MAPPINGS = {}\n')
+    with caplog.at_level(logging.INFO, logger="custom_nodes"):
+        loaded = load_custom_nodes([packs])
+    assert loaded.loaded == ["chatty"]
+    assert "chatty pack here" not in capsys.readouterr().out
+    assert any(r.name == "custom_nodes.chatty" and r.getMessage() == "chatty pack here" for r in caplog.records)
