@@ -72,6 +72,10 @@ class NodeRegistry(Registry):
         self.load_report: list[PackFailure] = []
         #: Custom node packs that imported.
         self.custom_packs: list[str] = []
+        #: Pack name -> its web directory (``WEB_DIRECTORY``).
+        self.web_dirs: dict[str, Path] = {}
+        #: aiohttp routes packs added through ``PromptServer.instance.routes``.
+        self.pack_routes: list[object] = []
 
 
 def declarations(module: ModuleType) -> list[NodeDecl]:
@@ -110,4 +114,6 @@ def build_registry(services: Services | None = None, custom_nodes_dirs: Sequence
             registry.add(schema)
         registry.load_report = loaded.failures
         registry.custom_packs = loaded.loaded
+        registry.web_dirs = loaded.web_dirs
+        registry.pack_routes = loaded.routes
     return registry

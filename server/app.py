@@ -113,7 +113,7 @@ def json_error(status: int, message: str) -> web.HTTPException:
 
 def create_app(config: ServerConfig) -> web.Application:
     """A ready-to-run aiohttp application for ``config`` (started by ``web.run_app`` or a test client)."""
-    from server.routes import ROUTE_MODULES, internal, jobs
+    from server.routes import ROUTE_MODULES, internal, jobs, packs
 
     config.ensure_dirs()
     folders = _build_folders(config)
@@ -133,6 +133,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.add_subapp("/internal", internal_app)
     for prefix in ("", "/api"):
         app.router.add_get(prefix + "/ws", _ws_handler)
+    packs.add_pack_routes(app, registry)
     app.router.add_get("/", _index)
     app.router.add_get("/api/", _index)
     app.router.add_get("/{tail:.+}", _static)
@@ -271,6 +272,9 @@ async def _start(app: web.Application) -> None:
     state = app[STATE]
     _empty_temp(Path(state.config.temp_dir))  # type: ignore[arg-type]
     state.hub.bind(asyncio.get_running_loop())
+    from server.routes.packs import attach_events
+
+    attach_events(app)
     state.store = Store(state.config.db_path)  # type: ignore[arg-type]
     state.queue = PromptQueue(state.store, on_change=lambda: state.hub.send("status", state.queue_status()))
     state.recovery_notes = state.queue.recover()

@@ -119,8 +119,10 @@ async def embeddings(request: web.Request) -> web.Response:
 
 @routes.get("/extensions")
 async def extensions(request: web.Request) -> web.Response:
-    """Frontend extension scripts: none yet (custom node web directories are not served)."""
-    return web.json_response([])
+    """Frontend extension scripts: the ``.js`` files of custom node packs' web directories."""
+    from server.routes.packs import extension_scripts
+
+    return web.json_response(extension_scripts(state_of(request).registry))
 
 
 @routes.get("/models")

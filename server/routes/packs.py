@@ -1,0 +1,95 @@
+"""Custom node packs on the server: their web directories, their routes, their load report, their events.
+
+- ``/extensions`` lists the ``.js`` files of every pack's ``WEB_DIRECTORY`` as
+  ``/extensions/<pack>/<path>`` (what the editor loads), served by
+  ``/extensions/{pack}/{path}`` from inside that directory only.
+- ``/custom_nodes/load_report`` (next to ``/object_info``): the packs that loaded and
+  each failure with its reason (raised at import, timed out, wrote outside its folder,
+  missing package...).
+- :func:`add_pack_routes` serves the routes packs added via ``PromptServer.instance.routes``
+  (at their path and under ``/api``); :func:`attach_events` makes ``send_sync`` reach
+  this server's websocket clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from server.app import json_error, state_of
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+
+def web_dirs(registry: Any) -> dict[str, Path]:
+    """Pack name -> its web directory (empty for a registry without packs)."""
+    return dict(getattr(registry, "web_dirs", None) or {})
+
+
+def extension_scripts(registry: Any) -> list[str]:
+    """The URLs of every pack's frontend scripts, sorted per pack."""
+    urls = []
+    for pack, folder in web_dirs(registry).items():
+        for script in sorted(folder.rglob("*.js")):
+            urls.append(f"/extensions/{pack}/{script.relative_to(folder).as_posix()}")
+    return urls
+
+
+@routes.get("/extensions/{pack}/{path:.+}")
+async def extension_file(request: web.Request) -> web.StreamResponse:
+    """A file of a pack's web directory (never outside it)."""
+    folder = web_dirs(state_of(request).registry).get(request.match_info["pack"])
+    if folder is None:
+        raise json_error(404, "no such extension")
+    target = (folder / request.match_info["path"]).resolve()
+    if folder not in target.parents or not target.is_file():
+        raise json_error(404, "no such file")
+    return web.FileResponse(target)
+
+
+@routes.get("/custom_nodes/load_report")
+async def load_report(request: web.Request) -> web.Response:
+    """The custom node packs that loaded, and every failure with its reason."""
+    registry = state_of(request).registry
+    failures = [{"name": f.name, "path": f.path, "error": f.error} for f in getattr(registry, "load_report", [])]
+    return web.json_response({"loaded": list(getattr(registry, "custom_packs", [])), "failures": failures,
+                              "web_directories": {k: str(v) for k, v in web_dirs(registry).items()}})
+
+
+def add_pack_routes(app: web.Application, registry: Any) -> None:
+    """Serve the routes packs added with ``PromptServer.instance.routes`` (path and ``/api`` + path)."""
+    for route in getattr(registry, "pack_routes", None) or []:
+        if not isinstance(route, web.RouteDef):
+            log.warning("custom node route %r ignored: only plain routes are served", route)
+            continue
+        for prefix in ("", "/api"):
+            try:
+                app.router.add_route(route.method, prefix + route.path, route.handler, **route.kwargs)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("custom node route %s %s ignored: %s", route.method, route.path, exc)
+
+
+def attach_events(app: web.Application) -> None:
+    """Make pack events (``PromptServer.instance.send_sync``) go to this server's websocket clients."""
+    from nodes.comfy_surface import runtime
+
+    hub = app_state(app).hub
+
+    def sink(event: Any, data: Any, sid: str | None) -> None:
+        if isinstance(event, str):
+            hub.send_threadsafe(event, data, sid)
+        else:
+            log.debug("binary pack event %r not forwarded", event)
+
+    runtime.server_sink = sink
+
+
+def app_state(app: web.Application) -> Any:
+    """The app's server state."""
+    from server.app import STATE
+
+    return app[STATE]

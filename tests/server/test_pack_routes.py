@@ -1,0 +1,64 @@
+"""Custom node packs on the server: routes added at import, web directories, the load report, pack events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from server_kit import collect_until_done
+
+from nodes.api import Services
+from nodes.folders import Folders
+from nodes.registry import build_registry
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture
+async def pack_client(make_client, tmp_path: Path):
+    registry = build_registry(Services(folders=Folders(tmp_path)), custom_nodes_dirs=[DATA / "packs"])
+    return await make_client(registry=registry)
+
+
+async def test_a_route_added_at_import_is_served(pack_client) -> None:
+    for prefix in ("", "/api"):
+        resp = await pack_client.get(prefix + "/route_pack/hello?name=x")
+        assert resp.status == 200
+        assert await resp.json() == {"hello": "x"}
+
+
+async def test_web_directory_scripts_are_listed_and_served(pack_client) -> None:
+    resp = await pack_client.get("/extensions")
+    assert await resp.json() == ["/extensions/route_pack/route_pack.js", "/extensions/route_pack/sub/nested.js"]
+    resp = await pack_client.get("/extensions/route_pack/route_pack.js")
+    assert resp.status == 200 and "route_pack extension" in await resp.text()
+    resp = await pack_client.get("/api/extensions/route_pack/sub/nested.js")
+    assert resp.status == 200
+    assert (await pack_client.get("/extensions/route_pack/..%2F__init__.py")).status == 404
+    assert (await pack_client.get("/extensions/route_pack/../__init__.py")).status == 404
+    assert (await pack_client.get("/extensions/nopack/x.js")).status == 404
+
+
+async def test_load_report_lists_packs_and_failures(make_client, tmp_path: Path) -> None:
+    registry = build_registry(Services(folders=Folders(tmp_path)), custom_nodes_dirs=[DATA / "custom_nodes"])
+    client = await make_client(registry=registry)
+    report = await (await client.get("/custom_nodes/load_report")).json()
+    assert "example_pack" in report["loaded"]
+    failures = {f["name"]: f["error"] for f in report["failures"]}
+    assert failures["broken_pack"] == "RuntimeError: this pack is broken on purpose"
+    assert (await client.get("/object_info")).status == 200  # the server runs anyway
+
+
+async def test_send_sync_reaches_the_websocket_client(pack_client) -> None:
+    ws = await pack_client.ws_connect("/ws?clientId=c9")
+    await ws.receive_json(timeout=5)
+    prompt = {"1": {"class_type": "CountWithProgress", "inputs": {"count": 2}}}
+    resp = await pack_client.post("/prompt", json={"prompt": prompt, "client_id": "c9"})
+    assert resp.status == 200, await resp.text()
+    pid = (await resp.json())["prompt_id"]
+    messages = await collect_until_done(ws, pid)
+    custom = [m for m in messages if isinstance(m, dict) and m["type"] == "progress_pack.done"]
+    assert custom == [{"type": "progress_pack.done",
+                       "data": {"node": "1", "count": 2, "client_id": "c9", "last_node_id": "1"}}]
+    progress = [m["data"]["value"] for m in messages if isinstance(m, dict) and m["type"] == "progress"]
+    assert progress == [1, 2]
