@@ -113,7 +113,7 @@ def json_error(status: int, message: str) -> web.HTTPException:
 
 def create_app(config: ServerConfig) -> web.Application:
     """A ready-to-run aiohttp application for ``config`` (started by ``web.run_app`` or a test client)."""
-    from server.routes import ROUTE_MODULES, internal, jobs, packs
+    from server.routes import ROUTE_MODULES, frontend, internal, jobs, packs
 
     config.ensure_dirs()
     folders = _build_folders(config)
@@ -134,6 +134,7 @@ def create_app(config: ServerConfig) -> web.Application:
     for prefix in ("", "/api"):
         app.router.add_get(prefix + "/ws", _ws_handler)
     packs.add_pack_routes(app, registry)
+    frontend.log_buffer()  # /internal/logs shows what was logged from here on
     app.router.add_get("/", _index)
     app.router.add_get("/api/", _index)
     app.router.add_get("/{tail:.+}", _static)

@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-from server.routes import files, history, object_info, packs, prompt, queue, system, userdata
+from server.routes import files, frontend, history, object_info, packs, prompt, queue, system, userdata
 
-ROUTE_MODULES = (prompt, queue, history, object_info, files, system, userdata, packs)
+ROUTE_MODULES = (prompt, queue, history, object_info, files, system, userdata, packs, frontend)

@@ -28,11 +28,15 @@ async def files(request: web.Request) -> web.Response:
 
 @routes.get("/logs")
 async def logs(request: web.Request) -> web.Response:
-    """The server log as one string: not kept, so empty."""
-    return web.json_response("")
+    """The server log as one string (the last records kept by ``server.routes.frontend.log_buffer``)."""
+    from server.routes.frontend import log_buffer
+
+    return web.json_response(log_buffer().text())
 
 
 @routes.get("/logs/raw")
 async def logs_raw(request: web.Request) -> web.Response:
-    """The server log as entries: not kept, so none."""
-    return web.json_response({"entries": [], "size": {"cols": 80, "rows": 24}})
+    """The server log as ``{"t", "m"}`` entries (the last records kept)."""
+    from server.routes.frontend import log_buffer
+
+    return web.json_response({"entries": log_buffer().raw(), "size": {"cols": 80, "rows": 24}})

@@ -62,3 +62,25 @@ async def test_send_sync_reaches_the_websocket_client(pack_client) -> None:
                        "data": {"node": "1", "count": 2, "client_id": "c9", "last_node_id": "1"}}]
     progress = [m["data"]["value"] for m in messages if isinstance(m, dict) and m["type"] == "progress"]
     assert progress == [1, 2]
+
+
+async def test_v2_userdata_lists_one_level_of_the_user_folder(client, tmp_path: Path) -> None:
+    resp = await client.post("/userdata/workflows%2Fa.json", data=b"{}")
+    assert resp.status == 200
+    top = await (await client.get("/api/v2/userdata")).json()
+    assert [e["name"] for e in top if e["type"] == "directory"] == ["workflows"]
+    inner = await (await client.get("/api/v2/userdata?path=workflows")).json()
+    assert [(e["name"], e["path"], e["type"], e["size"]) for e in inner] == [
+        ("a.json", "workflows/a.json", "file", 2)]
+    assert (await client.get("/api/v2/userdata?path=nothing")).status == 404
+    assert (await client.get("/api/v2/userdata?path=../..")).status in (400, 403)
+
+
+async def test_internal_logs_have_content(client) -> None:
+    import logging
+
+    logging.getLogger("server.test").warning("a line for the log panel")
+    text = await (await client.get("/internal/logs")).json()
+    assert "a line for the log panel" in text
+    raw = await (await client.get("/internal/logs/raw")).json()
+    assert any("a line for the log panel" in e["m"] for e in raw["entries"])
