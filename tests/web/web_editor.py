@@ -58,28 +58,28 @@ class Server:
 
 
 def start_server(base_dir: Path, *extra: str) -> Server:
-    """Start ``python -m server.commands.serve --port 0`` and read the port it printed."""
+    """Start ``python -m server.commands.serve --port 0`` and read the port it printed.
+
+    The server's output goes to ``base_dir/serve.log``, a file, never a pipe: nobody reads a
+    pipe after the start line, so once its 64 KiB buffer is full (warnings, progress lines of
+    earlier tests) the server blocks on its next write and every later request hangs.
+    """
     base_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.commands.serve", "--port", "0", "--base-dir", str(base_dir), *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log_path = base_dir / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.commands.serve", "--port", "0", "--base-dir", str(base_dir), *extra],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
     deadline = time.monotonic() + 60
-    assert process.stdout is not None
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}")
-            continue
-        match = re.search(r"serving on (http://\S+)", line)
+        match = re.search(r"serving on (http://\S+)", log_path.read_text(errors="replace"))
         if match:
             return Server(url=match.group(1).rstrip("/"), base_dir=base_dir, process=process)
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        time.sleep(0.05)
     process.kill()
     raise RuntimeError("the server did not say where it serves within 60 s")
 
