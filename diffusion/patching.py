@@ -200,21 +200,28 @@ def apply_weight_patches(module: nn.Module, patches: WeightPatches) -> None:
         unknown = [k for k in patches if k not in tensors]
         if unknown:
             raise KeyError(f"patches name weights the model does not have: {', '.join(sorted(unknown)[:5])}")
-        for key in [k for k, entries in state.applied.items() if patches.get(k) != entries]:
-            tensors[key].copy_(_original(state, key, tensors[key]))
-            state.applied.pop(key)
-            state.originals.pop(key, None)
-        for key, entries in patches.items():
-            if not entries or state.applied.get(key) == entries:
-                continue
-            tensor = tensors[key]
-            original = state.originals.get(key)
-            if original is None:
-                original = state.source(key) if state.source is not None else None
-                if original is None:  # no source, or one that does not know this key: keep a copy
-                    original = state.originals[key] = tensor.detach().clone()
-            tensor.copy_(calculate_weight(original, entries).to(tensor.dtype))
-            state.applied[key] = entries
+        changed = [k for k, entries in state.applied.items() if patches.get(k) != entries]
+        for key in changed:
+            if not patches.get(key):
+                tensors[key].copy_(_original(state, key, tensors[key]))
+                state.applied.pop(key)
+                state.originals.pop(key, None)
+        try:
+            for key, entries in patches.items():
+                if not entries or state.applied.get(key) == entries:
+                    continue
+                tensor = tensors[key]
+                original = state.originals.get(key)
+                if original is None:
+                    original = state.source(key) if state.source is not None else None
+                    if original is None:  # no source, or one that does not know this key: keep a copy
+                        original = state.originals[key] = tensor.detach().clone()
+                # Keys whose entries changed are recomputed straight from the original (not restored first).
+                tensor.copy_(calculate_weight(original, entries).to(tensor.dtype))
+                state.applied[key] = entries
+        except BaseException:
+            restore_weights(module)  # a patch that fails leaves the module unpatched, never half-way
+            raise
 
 
 def restore_weights(module: nn.Module) -> None:

@@ -294,3 +294,20 @@ def test_originals_reread_from_the_file_are_the_loaded_weights(tmp_path: Path, a
         assert _state(module).originals == {}  # nothing copied: originals come from the file
     with loaded.unet.use() as module:
         assert all(torch.equal(v, before[k]) for k, v in module.named_parameters())
+
+
+def test_a_patch_that_fails_leaves_the_model_unpatched(ckpt) -> None:
+    from diffusion.lora.kohya import LoraAdapter
+
+    before = _unpatched(ckpt)
+    good = LoraAdapter(torch.ones(32, 1), torch.ones(1, 32))
+    bad = LoraAdapter(torch.ones(7, 1), torch.ones(1, 3))  # fits no weight
+    applied = ckpt.unet.with_patches({TO_Q + ".weight": good})
+    with applied.use():
+        pass
+    broken = applied.with_patches({TO_Q + ".weight": good, CONV + ".weight": bad}, 0.5)
+    with pytest.raises(ValueError, match="does not fit"), broken.use():
+        pass
+    with ckpt.unet.use() as module:
+        assert applied_patches(module) == {}
+        assert all(torch.equal(v, before[k]) for k, v in module.named_parameters())
