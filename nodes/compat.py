@@ -73,6 +73,8 @@ class PackLoad:
     web_dirs: dict[str, Path] = field(default_factory=dict)
     #: The aiohttp routes packs added through ``PromptServer.instance.routes``.
     routes: list[Any] = field(default_factory=list)
+    #: Pack name -> its folder (package packs only: example workflows live there).
+    pack_dirs: dict[str, Path] = field(default_factory=dict)
 
 
 def parse_input_types(raw: Mapping[str, Any]) -> tuple[InputSpec, ...]:
@@ -250,6 +252,8 @@ def load_custom_nodes(dirs: Sequence[Path], reserved: Collection[str] = (), fold
             if web is not None:
                 result.web_dirs[pack] = web
                 comfy_nodes.EXTENSION_WEB_DIRS[pack] = str(web)
+            if path.is_dir():
+                result.pack_dirs[pack] = path.resolve()
             result.loaded.append(pack)
     result.schemas = list(by_name.values())
     result.routes = list(PromptServer.instance.routes)

@@ -76,6 +76,8 @@ class NodeRegistry(Registry):
         self.web_dirs: dict[str, Path] = {}
         #: aiohttp routes packs added through ``PromptServer.instance.routes``.
         self.pack_routes: list[object] = []
+        #: Pack name -> its folder (package packs).
+        self.pack_dirs: dict[str, Path] = {}
 
 
 def declarations(module: ModuleType) -> list[NodeDecl]:
@@ -116,4 +118,5 @@ def build_registry(services: Services | None = None, custom_nodes_dirs: Sequence
         registry.custom_packs = loaded.loaded
         registry.web_dirs = loaded.web_dirs
         registry.pack_routes = loaded.routes
+        registry.pack_dirs = loaded.pack_dirs
     return registry

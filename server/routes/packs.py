@@ -51,6 +51,37 @@ async def extension_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(target)
 
 
+#: Folder names ComfyUI reads a pack's example workflows from.
+EXAMPLE_FOLDERS = ("example_workflows", "workflow", "workflows", "example", "examples")
+
+
+def pack_workflows(registry: Any) -> dict[str, dict[str, Path]]:
+    """Pack -> {workflow name: file} of the first example folder each package pack has."""
+    found: dict[str, dict[str, Path]] = {}
+    for pack, folder in (getattr(registry, "pack_dirs", None) or {}).items():
+        for name in EXAMPLE_FOLDERS:
+            examples = folder / name
+            if examples.is_dir():
+                files = {p.stem: p for p in sorted(examples.glob("*.json"))}
+                if files:
+                    found[pack] = files
+                break
+    return found
+
+
+@routes.get("/workflow_templates/{pack}/{file}")
+async def pack_workflow(request: web.Request) -> web.StreamResponse:
+    """One example workflow (or its thumbnail) of a pack."""
+    files = pack_workflows(state_of(request).registry).get(request.match_info["pack"])
+    name = request.match_info["file"]
+    if files is None or "/" in name or "\\" in name or name.startswith("."):
+        raise json_error(404, "no such workflow template")
+    target = next(iter(files.values())).parent / name
+    if not target.is_file():
+        raise json_error(404, "no such workflow template")
+    return web.FileResponse(target)
+
+
 @routes.get("/custom_nodes/load_report")
 async def load_report(request: web.Request) -> web.Response:
     """The custom node packs that loaded, and every failure with its reason."""

@@ -151,8 +151,11 @@ async def i18n(request: web.Request) -> web.Response:
 
 @routes.get("/workflow_templates")
 async def workflow_templates(request: web.Request) -> web.Response:
-    """Custom-node workflow templates: none."""
-    return web.json_response({})
+    """Custom-node workflow templates: ``{pack: [workflow names]}`` from the packs' example folders."""
+    from server.routes.packs import pack_workflows
+
+    found = pack_workflows(state_of(request).registry)
+    return web.json_response({pack: sorted(names) for pack, names in found.items()})
 
 
 @routes.get("/global_subgraphs")

@@ -84,3 +84,11 @@ async def test_internal_logs_have_content(client) -> None:
     assert "a line for the log panel" in text
     raw = await (await client.get("/internal/logs/raw")).json()
     assert any("a line for the log panel" in e["m"] for e in raw["entries"])
+
+
+async def test_pack_example_workflows_are_templates(pack_client) -> None:
+    assert await (await pack_client.get("/api/workflow_templates")).json() == {"route_pack": ["hello_graph"]}
+    resp = await pack_client.get("/api/workflow_templates/route_pack/hello_graph.json")
+    assert resp.status == 200 and (await resp.json())["nodes"][0]["type"] == "PrimitiveString"
+    assert (await pack_client.get("/api/workflow_templates/route_pack/..%2F__init__.py")).status == 404
+    assert (await pack_client.get("/api/workflow_templates/v3_pack/x.json")).status == 404
