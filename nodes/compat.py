@@ -104,8 +104,13 @@ def _parse_entry(name: str, entry: Any, section: str) -> InputSpec:
 
 
 def adapt_class(name: str, cls: type, display_name: str | None = None,
-                python_module: str = "custom_nodes") -> NodeSchema:
-    """The :class:`NodeSchema` of a V1 node class registered as ``name``."""
+                python_module: str = "custom_nodes", builtins: Mapping[str, NodeSchema] | None = None) -> NodeSchema:
+    """The :class:`NodeSchema` of a V1 node class registered as ``name``.
+
+    For a pack's class (``python_module`` ``custom_nodes.<pack>``) calls run through
+    :func:`~nodes.comfy_surface.packs.run_pack_node`, with ``builtins`` (its registry's
+    built-in nodes) behind ComfyUI's core classes.
+    """
     inputs = parse_input_types(cls.INPUT_TYPES())
     return_types = list(getattr(cls, "RETURN_TYPES", ()))
     names = list(getattr(cls, "RETURN_NAMES", None) or return_types)
@@ -121,7 +126,7 @@ def adapt_class(name: str, cls: type, display_name: str | None = None,
         inputs=inputs,
         outputs=outputs,
         behaviour=_behaviour(cls, python_module.removeprefix("custom_nodes.") if python_module.startswith(
-            "custom_nodes.") else None),
+            "custom_nodes.") else None, builtins),
         display_name=display_name or "",
         category=getattr(cls, "CATEGORY", "sd"),
         description=getattr(cls, "DESCRIPTION", "") or "",
@@ -136,13 +141,14 @@ def adapt_class(name: str, cls: type, display_name: str | None = None,
     )
 
 
-def _behaviour(cls: type, pack: str | None = None) -> NodeBehaviour:
+def _behaviour(cls: type, pack: str | None = None, builtins: Mapping[str, NodeSchema] | None = None) -> NodeBehaviour:
     function_name = cls.FUNCTION
 
     def execute(instance: Any, ctx: Any, inputs: dict[str, Any]) -> Any:
         if pack is None:
             return resolve_awaitable(getattr(instance, function_name)(**inputs))
-        return run_pack_node(pack, ctx, lambda values: getattr(instance, function_name)(**values), inputs)
+        return run_pack_node(pack, ctx, lambda values: getattr(instance, function_name)(**values), inputs,
+                             builtins)
 
     fingerprint = validate = check_lazy = None
     validate_params: frozenset[str] | None = frozenset()
@@ -241,7 +247,7 @@ def load_custom_nodes(dirs: Sequence[Path], reserved: Collection[str] = (), fold
                     log.warning("custom node %s from %s ignored: a built-in node has that name", name, pack)
                     continue
                 try:
-                    by_name[name] = adapt_class(name, cls, display.get(name), f"custom_nodes.{pack}")
+                    by_name[name] = adapt_class(name, cls, display.get(name), f"custom_nodes.{pack}", builtins)
                 except Exception as exc:
                     _fail(result, f"{pack}/{name}", path, exc)
                     continue

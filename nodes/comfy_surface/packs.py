@@ -109,13 +109,17 @@ def _unwrap_result(result: Any) -> Any:
     return result
 
 
-def run_pack_node(pack: str, ctx: Any, call: Callable[[dict[str, Any]], Any], inputs: Mapping[str, Any]) -> Any:
-    """Run ``call`` (one call of a pack node) with wrapped values; errors name the pack."""
+def run_pack_node(pack: str, ctx: Any, call: Callable[[dict[str, Any]], Any], inputs: Mapping[str, Any],
+                  builtins: Mapping[str, Any] | None = None) -> Any:
+    """Run ``call`` (one call of a pack node) with wrapped values; errors name the pack.
+
+    ``builtins`` (the pack's registry) answer ComfyUI's core classes meanwhile.
+    """
     from ..declaration import resolve_awaitable
 
     values = {k: _wrap_input(v) for k, v in inputs.items()}
     try:
-        with runtime.running(ctx, pack), guard.captured_stdout(pack):
+        with runtime.running(ctx, pack, builtins), guard.captured_stdout(pack):
             return _unwrap_result(resolve_awaitable(call(values)))
     except ExecutionInterrupted:
         raise

@@ -1,7 +1,8 @@
 """What the surface modules need to know at a given moment: the registry, the running node, the server.
 
-- The *active registry* is the one whose packs were loaded last (:func:`activate`); core
-  node classes of ``nodes`` and ``comfy_extras`` call its built-in nodes.
+- Core node classes of ``nodes`` and ``comfy_extras`` call the built-in nodes of the
+  running pack node's registry, else of the *active registry*, the one whose packs were
+  loaded last (:func:`activate`).
 - While a pack node runs, :func:`running` holds its executor context and pack name, so
   ``comfy.utils.ProgressBar`` reports to the right node and ``PromptServer.instance``
   knows the prompt's ``client_id`` and ``last_node_id``.
@@ -26,6 +27,7 @@ class RunState:
 
     exec_ctx: Any
     pack: str
+    registry: Mapping[str, Any] | None = None
 
 
 class _QuietContext:
@@ -57,12 +59,17 @@ def activate(registry: Mapping[str, Any]) -> None:
 
 
 def builtin(name: str) -> Any:
-    """The built-in node schema ``name`` of the active registry (AttributeError naming it if absent)."""
-    if _registry is None or name not in _registry:
+    """The built-in node schema ``name`` of the running pack's registry, else of the active one.
+
+    An AttributeError names it when absent.
+    """
+    state = _run.get()
+    registry = state.registry if state is not None and state.registry is not None else _registry
+    if registry is None or name not in registry:
         from . import NotProvidedError
 
         raise NotProvidedError(f"noodlebox has no node {name!r} for ComfyUI's class of that name")
-    return _registry[name]
+    return registry[name]
 
 
 def current() -> RunState | None:
@@ -77,9 +84,9 @@ def exec_ctx() -> Any:
 
 
 @contextmanager
-def running(exec_ctx: Any, pack: str) -> Iterator[None]:
-    """Mark a pack node as running for the surface modules."""
-    token = _run.set(RunState(exec_ctx, pack))
+def running(exec_ctx: Any, pack: str, registry: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Mark a pack node (of ``registry``) as running for the surface modules."""
+    token = _run.set(RunState(exec_ctx, pack, registry))
     try:
         yield
     finally:
