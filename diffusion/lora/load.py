@@ -27,7 +27,7 @@ from diffusion.patching import DiffAdapter, WeightAdapter
 from . import diffusers_peft
 from .keys import clip_stems, is_text_encoder_stem, unet_stems
 from .kohya import LoraAdapter
-from .lycoris import IA3Adapter, LohaAdapter, LokrAdapter
+from .lycoris import GloraAdapter, IA3Adapter, LohaAdapter, LokrAdapter
 from .oft import OftAdapter
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ _LYCORIS_PARTS = {f".{p}": p for p in (
     "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
     "lokr_w1", "lokr_w2", "lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
     "oft_blocks", "on_input", "diff", "diff_b", "w_norm", "b_norm")}
+_LYCORIS_PARTS.update({f".{p}.weight": p for p in ("a1", "a2", "b1", "b2")})
 #: Key suffix -> part name, longest first (so ``.lora_up.weight`` wins over ``.up.weight``, and both over ``.weight``).
 _SUFFIXES = sorted({**_KOHYA_PARTS, **_LYCORIS_PARTS, **diffusers_peft.PARTS, ".weight": "ia3"}.items(),
                    key=lambda item: -len(item[0]))
@@ -91,6 +92,8 @@ def _adapters(stem: str, parts: dict[str, torch.Tensor]) -> dict[tuple[str, str]
         out[stem, "weight"] = LokrAdapter(
             parts.get("lokr_w1"), parts.get("lokr_w1_a"), parts.get("lokr_w1_b"), parts.get("lokr_w2"),
             parts.get("lokr_w2_a"), parts.get("lokr_w2_b"), parts.get("lokr_t2"), alpha, dora)
+    elif "a1" in parts and "b2" in parts:
+        out[stem, "weight"] = GloraAdapter(parts["a1"], parts["a2"], parts["b1"], parts["b2"], alpha, dora)
     elif "oft_blocks" in parts:
         out[stem, "weight"] = OftAdapter(parts["oft_blocks"], alpha)
     elif "ia3" in parts and "on_input" in parts:
@@ -102,7 +105,7 @@ def _adapters(stem: str, parts: dict[str, torch.Tensor]) -> dict[tuple[str, str]
 
 
 def read_lora(path: str | os.PathLike[str]) -> LoraFile:
-    """Parse a LoRA / LoCon / LoHa / LoKr / IA3 / OFT / diff file (kohya, LyCORIS, diffusers, PEFT spellings)."""
+    """Parse a LoRA / LoCon / LoHa / LoKr / GLoRA / IA3 / OFT / diff file (kohya, LyCORIS, diffusers, PEFT)."""
     path = Path(path)
     try:
         with TensorFile(path) as file:
@@ -135,7 +138,7 @@ def read_lora(path: str | os.PathLike[str]) -> LoraFile:
 
 def fits(adapter: WeightAdapter, shape: tuple[int, ...]) -> bool:
     """Whether ``adapter`` can patch a weight of ``shape`` (same element count, rows or channels)."""
-    if isinstance(adapter, (LoraAdapter, LohaAdapter, LokrAdapter)):
+    if isinstance(adapter, (LoraAdapter, LohaAdapter, LokrAdapter, GloraAdapter)):
         return adapter.numel() == prod(shape)
     if isinstance(adapter, DiffAdapter):
         return adapter.diff.numel() == prod(shape)

@@ -1,4 +1,4 @@
-"""LyCORIS adapters: LoHa (Hadamard product), LoKr (Kronecker product) and IA3 (per-channel scaling).
+"""LyCORIS adapters: LoHa (Hadamard product), LoKr (Kronecker product), IA3 (per-channel scaling), GLoRA.
 
 Closed forms (``strength`` s, ``alpha / rank`` a):
 
@@ -7,6 +7,7 @@ Closed forms (``strength`` s, ``alpha / rank`` a):
 - LoKr: ``W + s * a * kron(w1, w2)``, each of ``w1``/``w2`` stored whole or as ``_a @ _b``
   (``w2`` also with a Tucker core ``t2``); ``a`` is 1 unless a factor is decomposed.
 - IA3: ``W + s * W * w`` with ``w`` per output channel (per input channel with ``on_input``).
+- GLoRA: ``W + s * a * (b2 @ b1 + W @ a2 @ a1)``; the rank is ``a1``'s rows.
 """
 
 from __future__ import annotations
@@ -141,3 +142,31 @@ class IA3Adapter:
         if w.numel() != weight.shape[axis]:
             raise ValueError(f"an IA3 vector of {w.numel()} does not fit a weight of {tuple(weight.shape)}")
         return weight.add_(weight * w.reshape(shape), alpha=strength)
+
+
+@dataclass(frozen=True, eq=False)
+class GloraAdapter:
+    """GLoRA (LyCORIS layout): ``W + strength * alpha/rank * (b2 @ b1 + W @ a2 @ a1)``.
+
+    Stored as linear layers' weights: ``a1`` (rank, in), ``a2`` (in, rank), ``b1`` (rank, in),
+    ``b2`` (out, rank); convolution weights take part flattened to ``(out, in * kh * kw)``.
+    """
+
+    a1: torch.Tensor
+    a2: torch.Tensor
+    b1: torch.Tensor
+    b2: torch.Tensor
+    alpha: float | None = None
+    dora_scale: torch.Tensor | None = None
+
+    def numel(self) -> int:
+        """Number of elements of the weight this adapter fits."""
+        return int(self.b2.shape[0] * self.b1[0].numel())
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        """The weight with this GLoRA added at ``strength`` (the change depends on the weight itself)."""
+        scale = _scale(self.alpha, int(self.a1.shape[0]))
+        device = weight.device
+        a1, a2, b1, b2 = (flat(t).to(device) for t in (self.a1, self.a2, self.b1, self.b2))
+        diff = (b2 @ b1 + (weight.reshape(weight.shape[0], -1) @ a2) @ a1) * scale
+        return add_diff(weight, diff.reshape(weight.shape), strength, self.dora_scale)

@@ -311,3 +311,14 @@ def test_a_patch_that_fails_leaves_the_model_unpatched(ckpt) -> None:
     with ckpt.unet.use() as module:
         assert applied_patches(module) == {}
         assert all(torch.equal(v, before[k]) for k, v in module.named_parameters())
+
+
+def test_glora_is_b2_b1_plus_w_a2_a1(ckpt, tmp_path) -> None:
+    g = torch.Generator().manual_seed(2)
+    a1, a2, b1, b2 = (torch.randn(*s, generator=g) * 0.2 for s in ((3, 32), (32, 3), (3, 32), (32, 3)))
+    path = _write(tmp_path, "g.safetensors", {f"{KOHYA_TO_Q}.a1.weight": a1, f"{KOHYA_TO_Q}.a2.weight": a2,
+                                              f"{KOHYA_TO_Q}.b1.weight": b1, f"{KOHYA_TO_Q}.b2.weight": b2,
+                                              f"{KOHYA_TO_Q}.alpha": torch.tensor(1.5)})
+    w = _unpatched(ckpt)[TO_Q + ".weight"]
+    expected = w + 0.6 * (1.5 / 3) * (b2 @ b1 + w @ a2 @ a1)
+    torch.testing.assert_close(_patched_unet(ckpt, path, 0.6)[TO_Q + ".weight"], expected, rtol=1e-5, atol=1e-6)
