@@ -65,6 +65,8 @@ class ServerConfig:
     precision: str = "auto"
     preview_size: int = 512
     custom_nodes_dirs: tuple[Path, ...] = ()
+    #: ComfyUI's ``--multi-user``: users by the ``Comfy-User`` header, each with its own folder.
+    multi_user: bool = False
     extra_model_paths: tuple[Path, ...] = ()
     #: Ready-made node registry (tests); None builds the real one from ``nodes.registry``.
     registry: Any = None

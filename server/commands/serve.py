@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "from the optional extra noodlebox[comfyui-frontend])")
     p.add_argument("--no-default-model", action="store_true",
                    help="do not copy the demo model in as the default checkpoint when the checkpoint folder is empty")
+    p.add_argument("--multi-user", action="store_true",
+                   help="users by the Comfy-User header, each with its own settings and files")
     p.add_argument("--verbose", action="store_true", help="log at INFO level")
     p.set_defaults(func=_serve)
 
@@ -117,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         workers=args.workers,
         ray_address=args.ray_address or None,
         ray_workers=args.ray_workers,
+        multi_user=args.multi_user,
     )
 
 

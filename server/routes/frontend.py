@@ -1,6 +1,6 @@
 """Routes the official frontend calls beyond the classic API: ``/v2/userdata`` and the log buffer.
 
-- ``/v2/userdata?path=<dir>``: one level of the user's folder (``default``), each entry
+- ``/v2/userdata?path=<dir>``: one level of the user's folder, each entry
   ``{"name", "path", "type": "file"|"directory", "size", "modified"}`` (size for files;
   ``modified`` in seconds), folders first; 404 for a path that does not exist.
 - :class:`LogBuffer`: a logging handler keeping the last records, read by
@@ -24,7 +24,6 @@ from server.app import json_error, state_of
 from server.files import RefusedPathError, resolve_inside
 
 routes = web.RouteTableDef()
-USER = "default"
 
 
 class LogBuffer(logging.Handler):
@@ -69,7 +68,9 @@ def log_buffer() -> LogBuffer:
 @routes.get("/v2/userdata")
 async def list_userdata(request: web.Request) -> web.Response:
     """One level of the user's folder at ``?path=`` (default: its top)."""
-    root = Path(state_of(request).config.user_dir) / USER
+    from server.users import request_user
+
+    root = Path(state_of(request).config.user_dir) / request_user(request)
     root.mkdir(parents=True, exist_ok=True)
     base = Path(os.path.realpath(root))
     sub = request.query.get("path", "").strip("/")

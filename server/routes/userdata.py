@@ -1,8 +1,9 @@
 """Per-user files and settings: ``/userdata``, ``/settings``, ``/users`` (PROTOCOL 1.2, 8.3).
 
 Single-user mode: every request is user ``default``, whose files live in
-``<user dir>/default``; settings in ``comfy.settings.json`` there. Paths are
-confined to that folder (403 when one leaves it).
+``<user dir>/default``; settings in ``comfy.settings.json`` there. With ``--multi-user``
+the ``Comfy-User`` header names the user (``server.users``), each with its own folder.
+Paths are confined to that folder (403 when one leaves it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {"Comfy.Notification.ShowVersionUpdates": Fal
 
 
 def _user_root(request: web.Request) -> Path:
-    root = Path(state_of(request).config.user_dir) / USER
+    from server.users import request_user
+
+    root = Path(state_of(request).config.user_dir) / request_user(request)
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -98,16 +101,32 @@ async def post_setting(request: web.Request) -> web.Response:
 
 @routes.get("/users")
 async def get_users(request: web.Request) -> web.Response:
-    """Single-user mode: server storage, migrated once the user folder exists."""
-    migrated = (Path(state_of(request).config.user_dir) / USER).is_dir()
+    """Single-user mode: server storage, migrated once the user folder exists; multi-user: the users."""
+    from server.users import load_users
+
+    config = state_of(request).config
+    if config.multi_user:
+        return web.json_response({"storage": "server", "users": load_users(config)})
+    migrated = (Path(config.user_dir) / USER).is_dir()
     return web.json_response({"storage": "server", "migrated": migrated})
 
 
 @routes.post("/users")
 async def post_users(request: web.Request) -> web.Response:
-    """Creating users needs multi-user mode, which this server does not offer."""
-    await read_json(request)
-    raise json_error(400, "this server runs in single-user mode")
+    """Create a user (multi-user mode): ``{"username": name}`` -> its new id."""
+    from server.users import create_user
+
+    body = await read_json(request)
+    config = state_of(request).config
+    if not config.multi_user:
+        raise json_error(400, "this server runs in single-user mode")
+    name = body.get("username") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise json_error(400, "username is required")
+    try:
+        return web.json_response(create_user(config, name.strip()))
+    except ValueError as exc:
+        raise json_error(400, str(exc)) from None
 
 
 def _file_info(root: Path, path: Path) -> dict[str, Any]:

@@ -92,3 +92,26 @@ async def test_pack_example_workflows_are_templates(pack_client) -> None:
     assert resp.status == 200 and (await resp.json())["nodes"][0]["type"] == "PrimitiveString"
     assert (await pack_client.get("/api/workflow_templates/route_pack/..%2F__init__.py")).status == 404
     assert (await pack_client.get("/api/workflow_templates/v3_pack/x.json")).status == 404
+
+
+async def test_multi_user_mode_gives_each_user_a_folder(make_client) -> None:
+    client = await make_client(multi_user=True)
+    assert (await (await client.get("/api/users")).json()) == {"storage": "server", "users": {}}
+    alice = await (await client.post("/api/users", json={"username": "Alice B"})).json()
+    assert alice.startswith("Alice-B_")
+    assert (await client.post("/api/users", json={"username": "Alice B"})).status == 400
+    assert (await (await client.get("/api/users")).json())["users"] == {alice: "Alice B"}
+    as_alice = {"Comfy-User": alice}
+    assert (await client.post("/api/settings/Comfy.Theme", json="dark", headers=as_alice)).status == 200
+    assert await (await client.get("/api/settings/Comfy.Theme", headers=as_alice)).json() == "dark"
+    assert await (await client.get("/api/settings/Comfy.Theme")).json() is None  # the default user's own
+    await client.post("/api/userdata/workflows%2Fmine.json", data=b"{}", headers=as_alice)
+    listed = await (await client.get("/api/v2/userdata?path=workflows", headers=as_alice)).json()
+    assert [e["name"] for e in listed] == ["mine.json"]
+    assert (await client.get("/api/v2/userdata?path=workflows")).status == 404
+    assert (await client.get("/api/settings", headers={"Comfy-User": "mallory"})).status == 403
+
+
+async def test_single_user_mode_refuses_new_users(client) -> None:
+    assert (await client.post("/api/users", json={"username": "x"})).status == 400
+    assert "migrated" in await (await client.get("/api/users")).json()
