@@ -3,6 +3,8 @@
 - ``/v2/userdata?path=<dir>``: one level of the user's folder, each entry
   ``{"name", "path", "type": "file"|"directory", "size", "modified"}`` (size for files;
   ``modified`` in seconds), folders first; 404 for a path that does not exist.
+- ``/experiment/models/preview/{folder}/{index}/{file}``: a model's preview image
+  (``name.png``, ``name.preview.webp``... next to it) as WebP, for the model browser.
 - :class:`LogBuffer`: a logging handler keeping the last records, read by
   ``/internal/logs`` (one string) and ``/internal/logs/raw`` (entries) so the frontend's
   log panel has content. :func:`log_buffer` installs it on the root logger once.
@@ -89,3 +91,53 @@ async def list_userdata(request: web.Request) -> web.Response:
             info["size"] = stat.st_size
         entries.append(info)
     return web.json_response(entries)
+
+
+#: Image files next to a model that are its preview, in the order they are looked for.
+PREVIEW_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".gif", ".preview.webp", ".preview.png", ".preview.jpg",
+                    ".preview.jpeg")
+
+
+def model_preview(model: Path) -> Path | None:
+    """The preview image saved next to ``model`` (``name.png``, ``name.preview.png``...), or None."""
+    for suffix in PREVIEW_SUFFIXES:
+        candidate = model.with_name(model.stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@routes.get("/experiment/models/preview/{folder}/{path_index}/{filename:.+}")
+async def model_preview_image(request: web.Request) -> web.Response:
+    """The preview image of a model file, as WebP (the model browser's thumbnails); 404 when it has none."""
+    import asyncio
+    import io
+
+    folders = state_of(request).folders
+    key = request.match_info["folder"]
+    if folders is None or key not in list(folders.keys()):
+        raise json_error(404, "unknown model folder")
+    try:
+        directory = folders.paths(key)[int(request.match_info["path_index"])]
+        model = resolve_inside(Path(directory), *request.match_info["filename"].split("/"))
+    except (ValueError, IndexError):
+        raise json_error(404, "no such model") from None
+    except RefusedPathError as exc:
+        raise json_error(exc.status, str(exc)) from None
+    preview = model_preview(model) if model.is_file() else None
+    if preview is None:
+        raise json_error(404, "no preview")
+
+    def as_webp() -> bytes:
+        from PIL import Image
+
+        with Image.open(preview) as image:
+            out = io.BytesIO()
+            image.convert("RGBA" if "A" in image.getbands() else "RGB").save(out, "WEBP")
+            return out.getvalue()
+
+    try:
+        body = await asyncio.get_running_loop().run_in_executor(None, as_webp)
+    except OSError as exc:
+        raise json_error(404, f"preview unreadable: {exc}") from None
+    return web.Response(body=body, content_type="image/webp")

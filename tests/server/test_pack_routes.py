@@ -115,3 +115,24 @@ async def test_multi_user_mode_gives_each_user_a_folder(make_client) -> None:
 async def test_single_user_mode_refuses_new_users(client) -> None:
     assert (await client.post("/api/users", json={"username": "x"})).status == 400
     assert "migrated" in await (await client.get("/api/users")).json()
+
+
+async def test_model_preview_is_served_as_webp(client, tmp_path: Path) -> None:
+    from PIL import Image
+
+    loras = tmp_path / "models" / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    (loras / "style.safetensors").write_bytes(b"x")
+    Image.new("RGB", (8, 6), (200, 10, 10)).save(loras / "style.png")
+    (loras / "plain.safetensors").write_bytes(b"x")
+    resp = await client.get("/api/experiment/models/preview/loras/0/style.safetensors")
+    assert resp.status == 200 and resp.content_type == "image/webp"
+    import io
+
+    with Image.open(io.BytesIO(await resp.read())) as image:
+        assert image.size == (8, 6)
+    assert (await client.get("/api/experiment/models/preview/loras/0/plain.safetensors")).status == 404
+    assert (await client.get("/api/experiment/models/preview/loras/5/style.safetensors")).status == 404
+    assert (await client.get("/api/experiment/models/preview/nothing/0/style.safetensors")).status == 404
+    assert (await client.get("/api/experiment/models/preview/loras/0/..%2F..%2Fx.safetensors")).status in (
+        400, 403, 404)
