@@ -35,6 +35,7 @@ from diffusion.hooks import HookGroup, model_patches, percent_of
 from diffusion.models import UNetModel
 from diffusion.patching import patched_weights
 from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
+from diffusion.unet_patches.blocks import block_patches
 
 #: Latent values of a pixel-space "zero" (mid grey) image, model space: what an SD inpainting
 #: model sees as the masked image when no mask and no image are given (ComfyUI's values).
@@ -373,7 +374,7 @@ class Denoiser:
         if residuals is not None:
             kwargs.update(controlnet_kwargs(residuals, unet.dtype, unet.device))
         with torch.set_grad_enabled(self.grad), self._weights(hooks, sigma) as module, \
-                adapter_hooks(module, residuals):
+                adapter_hooks(module, residuals), block_patches(module, transformer_options):
             out = module(model_in.to(unet.device, unet.dtype), timesteps,
                          encoder_hidden_states=c_crossattn.to(unet.device, unet.dtype),
                          return_dict=False, **kwargs)[0]
