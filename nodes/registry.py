@@ -52,6 +52,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.model_sampling",
     "nodes.guidance",
     "nodes.unet_patches",
+    "nodes.attention_patches",
     "nodes.controlnet",
     "nodes.clip_vision",
     "nodes.model_kinds",
