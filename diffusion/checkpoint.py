@@ -44,6 +44,7 @@ from diffusion.models import (
     VAEModel,
 )
 from diffusion.precision import Precision, dtype_name, resolve_precision
+from diffusion.preview import remember_vae
 from diffusion.text import ClipTextEncoder
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
@@ -300,6 +301,8 @@ def _load_parts(
         if layout.vae_config is None or layout.vae_prefix is None:
             raise CheckpointError(f"{name}: the file has no VAE (first_stage_model.*)")
         vae = _load_vae(file, layout.vae_prefix, layout.vae_config, scale, dtypes.vae, device)
+    if unet is not None and vae is not None:  # previews take their colours from this VAE
+        remember_vae(unet.model, vae, scale)
     info = describe(layout, file, pred)
     return LoadedCheckpoint(str(file.path), layout.arch, pred, unet, clip, vae, info)  # type: ignore[arg-type]
 

@@ -1,12 +1,23 @@
-"""Sampler previews: the step's denoised latent as a small RGB image ("latent2rgb").
+"""Sampler previews: the step's denoised latent as a small RGB image.
 
-Each latent channel contributes a fixed RGB colour (ComfyUI's per-family factors, plus a
-bias for SDXL); the result, at latent resolution, is what the editor shows while a
-sampler runs. It costs one tiny matrix product per step, so it is our default.
+Two methods, as in ComfyUI:
+
+- **latent2rgb**: each latent channel contributes a fixed RGB colour plus a bias (one tiny
+  matrix product per step, at latent resolution). The colours are a *palette* fitted to
+  the checkpoint's own VAE the first time a preview is asked for (:func:`fit_palette`:
+  least squares from the encoder's latents of seeded random colour patches to their
+  colours), so a VAE unlike SD's, such as the demo model's, still previews in the right
+  colours. A UNet loaded without a VAE uses ComfyUI's fixed factors for its family.
+- **taesd**: a TAESD decoder (``diffusion.taesd``) turns the latent into pixels at 8x
+  its size; the caller finds and loads the decoder, and passes it in.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,9 +32,31 @@ LATENT_RGB: dict[str, tuple[tuple[tuple[float, float, float], ...], tuple[float,
 }
 _FAMILY = {"sd1": "sd1", "sd2": "sd1", "sdxl": "sdxl", "sdxl_refiner": "sdxl"}
 
-#: ``extra_data["preview_method"]`` values that give previews (taesd falls back to latent2rgb);
-#: ``none`` turns them off. Absent or ``default`` means the server default: latent2rgb on.
+#: ``extra_data["preview_method"]`` values that give previews; ``none`` turns them off.
+#: Absent or ``default`` means the server default: latent2rgb. ``auto`` and ``taesd`` use a
+#: TAESD decoder when one is installed, else latent2rgb (as ComfyUI does).
 PREVIEW_METHODS = ("auto", "latent2rgb", "taesd", "default")
+
+#: Seed, image count and size of the colour patches :func:`fit_palette` encodes.
+FIT_SEED = 0
+FIT_IMAGES = 4
+FIT_SIZE = 64
+FIT_CELL = 16
+
+
+@dataclass(frozen=True)
+class Palette:
+    """latent2rgb factors: ``rgb = latent . weight + bias`` with rgb in -1..1."""
+
+    weight: torch.Tensor  # [C, 3]
+    bias: torch.Tensor  # [3]
+
+    @classmethod
+    def for_family(cls, arch: str) -> Palette:
+        """ComfyUI's fixed factors for a latent family (SD1's for unknown ones)."""
+        factors, bias = LATENT_RGB[_FAMILY.get(arch, "sd1")]
+        return cls(torch.tensor(factors, dtype=torch.float32),
+                   torch.tensor(bias if bias is not None else (0.0, 0.0, 0.0), dtype=torch.float32))
 
 
 def wants_preview(method: Any) -> bool:
@@ -31,18 +64,104 @@ def wants_preview(method: Any) -> bool:
     return method is None or str(method) in PREVIEW_METHODS
 
 
-def latent_to_rgb(x0: torch.Tensor, arch: str) -> Image.Image:
-    """The first latent of a batch ([B, 4, h, w], model space) as an ``h x w`` RGB image."""
-    factors, bias = LATENT_RGB[_FAMILY.get(arch, "sd1")]
+def wants_taesd(method: Any) -> bool:
+    """True if the prompt's ``preview_method`` asks for a TAESD decoder when one is installed."""
+    return str(method) in ("auto", "taesd")
+
+
+def fit_palette(encode: Callable[[torch.Tensor], torch.Tensor], latent_scale: float, seed: int = FIT_SEED) -> Palette:
+    """Least-squares latent2rgb factors for a VAE.
+
+    ``encode`` maps pixels in 0..1 ``[B, 3, H, W]`` to latents ``[B, C, H/8, W/8]`` (the
+    posterior mean); the fit maps ``latent * latent_scale`` (the sampler's model space) at
+    each latent position to the mean colour of the 8x8 pixels it covers, in -1..1. The
+    images are grids of seeded random solid colours, so every latent sees a plain colour.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    cells = FIT_SIZE // FIT_CELL
+    colours = torch.rand(FIT_IMAGES, 3, cells, cells, generator=generator)
+    pixels = colours.repeat_interleave(FIT_CELL, dim=2).repeat_interleave(FIT_CELL, dim=3)
+    latents = encode(pixels).float() * latent_scale
+    targets = torch.nn.functional.avg_pool2d(pixels * 2.0 - 1.0, 8)
+    x = latents.movedim(1, -1).reshape(-1, latents.shape[1]).double()
+    y = targets.movedim(1, -1).reshape(-1, 3).double()
+    design = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
+    solution = torch.linalg.lstsq(design, y).solution.float()
+    return Palette(solution[:-1].contiguous(), solution[-1].contiguous())
+
+
+# Palettes per UNet module (clones share it), fitted lazily from the VAE loaded with it.
+_palettes: weakref.WeakKeyDictionary[torch.nn.Module, Palette] = weakref.WeakKeyDictionary()
+_sources: weakref.WeakKeyDictionary[torch.nn.Module, Callable[[], Palette | None]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def remember_vae(unet: torch.nn.Module, vae: Any, latent_scale: float) -> None:
+    """Tie a UNet module to the ``VAEModel`` of its checkpoint: its first preview fits a palette from it.
+
+    The VAE is held weakly: once it is freed, the family's fixed factors are used.
+    """
+    vae_ref = weakref.ref(vae)
+
+    def fit() -> Palette | None:
+        from diffusion.vae import encode
+
+        alive = vae_ref()
+        if alive is None:
+            return None
+        return fit_palette(lambda pixels: encode(alive, pixels.movedim(1, -1)), latent_scale)
+
+    with _lock:
+        _sources[unet] = fit
+        _palettes.pop(unet, None)
+
+
+def palette_for(unet: torch.nn.Module | None, arch: str) -> Palette:
+    """The palette fitted to ``unet``'s VAE, else the family's fixed factors."""
+    if unet is not None:
+        with _lock:
+            palette = _palettes.get(unet)
+            source = _sources.get(unet) if palette is None else None
+        if palette is None and source is not None:
+            palette = source()
+            if palette is not None:
+                with _lock:
+                    _palettes[unet] = palette
+        if palette is not None:
+            return palette
+    return Palette.for_family(arch)
+
+
+def latent_to_rgb(x0: torch.Tensor, palette: Palette | str) -> Image.Image:
+    """The first latent of a batch ([B, C, h, w], model space) as an ``h x w`` RGB image.
+
+    ``palette`` is a :class:`Palette` or a family name (its fixed factors).
+    """
+    if isinstance(palette, str):
+        palette = Palette.for_family(palette)
     latent = x0[0].float().cpu()
-    weight = torch.tensor(factors, dtype=torch.float32).transpose(0, 1)  # [3, C]: rgb = latent . factors
-    rgb = torch.nn.functional.linear(latent.movedim(0, -1), weight,
-                                     torch.tensor(bias, dtype=torch.float32) if bias is not None else None)
+    channels = min(latent.shape[0], palette.weight.shape[0])
+    rgb = latent[:channels].movedim(0, -1) @ palette.weight[:channels] + palette.bias
     # Truncating to uint8, as ComfyUI does (no rounding).
     pixels = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).to(torch.uint8)
     return Image.fromarray(pixels.numpy())
 
 
-def preview_tuple(x0: torch.Tensor, arch: str) -> tuple[str, Image.Image, None]:
-    """The executor's preview payload: ``("JPEG", image, None)`` (the server applies its preview size)."""
-    return ("JPEG", latent_to_rgb(x0, arch), None)
+def taesd_to_rgb(x0: torch.Tensor, decoder: torch.nn.Module) -> Image.Image:
+    """The first latent of a batch through a TAESD decoder, as an RGB image 8x its size."""
+    parameter = next(decoder.parameters())
+    with torch.no_grad():
+        pixels = decoder(x0[:1].to(parameter.device, parameter.dtype))[0].float().cpu()
+    return Image.fromarray(pixels.clamp(0, 1).mul(255).to(torch.uint8).movedim(0, -1).numpy())
+
+
+def preview_tuple(x0: torch.Tensor, arch: str, unet: torch.nn.Module | None = None,
+                  taesd: torch.nn.Module | None = None) -> tuple[str, Image.Image, None]:
+    """The executor's preview payload: ``("JPEG", image, None)`` (the server applies its preview size).
+
+    With ``taesd`` the decoder draws it; else latent2rgb with ``unet``'s fitted palette
+    (:func:`palette_for`).
+    """
+    if taesd is not None:
+        return ("JPEG", taesd_to_rgb(x0, taesd), None)
+    return ("JPEG", latent_to_rgb(x0, palette_for(unet, arch)), None)

@@ -61,6 +61,8 @@ MODEL_KINDS: dict[str, str] = {
     "clip-vision": "diffusion.control.synthetic:write_clip_vision",
     # Image upscalers, 4x (--arch esrgan|esrgan-new|compact).
     "upscale": "diffusion.upscale.synthetic:write_upscale_model",
+    # TAESD / TAESDXL preview decoders for models/vae_approx/.
+    "taesd": "diffusion.taesd:write_taesd",
 }
 
 

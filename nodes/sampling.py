@@ -49,13 +49,12 @@ _OFF_ON = ("disable", "enable")
 
 def _progress(ctx: Context, model: Any) -> Any:
     """The per-step callback: progress, plus a preview when the prompt wants them."""
-    from diffusion.preview import preview_tuple, wants_preview
+    from nodes.previews import previewer
 
-    previews = wants_preview(ctx.extra_data.get("preview_method"))
+    preview_of = previewer(ctx, model)
 
     def callback(step: int, total: int, denoised: Any) -> None:
-        preview = preview_tuple(denoised, model.arch) if previews else None
-        ctx.progress(step + 1, total, preview)
+        ctx.progress(step + 1, total, preview_of(denoised) if preview_of is not None else None)
 
     return callback
 

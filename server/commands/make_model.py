@@ -17,6 +17,7 @@ from server.cli import UserError
 KINDS: tuple[str, ...] = ("diffusion_model", "clip_l", "clip_g", "t5xxl", "vae16",
                           "controlnet", "diff-controlnet", "t2i-adapter", "control-lora", "clip-vision", "upscale")
 KINDS += ("lora", "locon", "loha", "lokr", "diffusers-lora")
+KINDS += ("taesd",)
 SIZES = ("tiny", "small")
 
 
