@@ -80,3 +80,35 @@ def test_pack_stdout_goes_to_the_log(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert loaded.loaded == ["chatty"]
     assert "chatty pack here" not in capsys.readouterr().out
     assert any(r.name == "custom_nodes.chatty" and r.getMessage() == "chatty pack here" for r in caplog.records)
+
+
+def test_pack_output_stays_out_of_validate_convert_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from server.cli import main
+
+    packs = tmp_path / "custom_nodes"
+    packs.mkdir()
+    (packs / "loud.py").write_text('print("LOUD PACK")\n'
+                                   'class Loud:\n'
+                                   '    @classmethod\n'
+                                   '    def INPUT_TYPES(cls):\n'
+                                   '        return {"required": {"v": ("INT", {"default": 1})}}\n'
+                                   '    RETURN_TYPES = ("INT",)\n'
+                                   '    FUNCTION = "go"\n'
+                                   '    OUTPUT_NODE = True\n'
+                                   '    def go(self, v):\n'
+                                   '        print("LOUD RUN")\n'
+                                   '        return (v,)\n'
+                                   'NODE_CLASS_MAPPINGS = {"Loud": Loud}\n')
+    prompt = tmp_path / "p.json"
+    prompt.write_text(json.dumps({"1": {"class_type": "Loud", "inputs": {"v": 2}}}))
+    assert main(["validate", "--custom-nodes", str(packs), str(prompt)]) == 0
+    out, _ = capsys.readouterr()
+    assert "LOUD" not in out
+    assert main(["convert", "--custom-nodes", str(packs), str(prompt)]) == 0
+    out, _ = capsys.readouterr()
+    assert "LOUD" not in out and json.loads(out)["1"]["class_type"] == "Loud"
+    assert main(["run", "--custom-nodes", str(packs), "--base-dir", str(tmp_path), str(prompt)]) == 0
+    out, _ = capsys.readouterr()
+    assert "LOUD" not in out
