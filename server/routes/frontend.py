@@ -5,6 +5,8 @@
   ``modified`` in seconds), folders first; 404 for a path that does not exist.
 - ``/experiment/models/preview/{folder}/{index}/{file}``: a model's preview image
   (``name.png``, ``name.preview.webp``... next to it) as WebP, for the model browser.
+- ``/templates/{file}``: the official workflow templates (``index.json``, each template
+  and its thumbnails) from the ``comfyui-workflow-templates`` package when installed.
 - :class:`LogBuffer`: a logging handler keeping the last records, read by
   ``/internal/logs`` (one string) and ``/internal/logs/raw`` (entries) so the frontend's
   log panel has content. :func:`log_buffer` installs it on the root logger once.
@@ -141,3 +143,40 @@ async def model_preview_image(request: web.Request) -> web.Response:
     except OSError as exc:
         raise json_error(404, f"preview unreadable: {exc}") from None
     return web.Response(body=body, content_type="image/webp")
+
+
+_template_assets: dict[str, str] | None = None
+
+
+def template_assets() -> dict[str, str]:
+    """File name -> path of every asset of the ``comfyui-workflow-templates`` package (empty if not installed).
+
+    Read once: ``index.json``, each template's ``.json`` and its thumbnails, as the
+    package's ``iter_assets()`` lists them.
+    """
+    global _template_assets
+    if _template_assets is None:
+        try:
+            from comfyui_workflow_templates_core import iter_assets
+        except ImportError:
+            try:
+                from comfyui_workflow_templates import iter_assets  # type: ignore[no-redef]
+            except ImportError:
+                return {}
+        found: dict[str, str] = {}
+        try:
+            for name, path in iter_assets():
+                found.setdefault(name, path)
+        except Exception as exc:  # a half-installed bundle: serve what there is
+            logging.getLogger(__name__).warning("workflow templates incomplete: %s", exc)
+        _template_assets = found
+    return _template_assets
+
+
+@routes.get("/templates/{filename}")
+async def workflow_template_file(request: web.Request) -> web.StreamResponse:
+    """A file of the official workflow templates (``index.json``, a template, a thumbnail), when installed."""
+    path = template_assets().get(request.match_info["filename"])
+    if path is None or not Path(path).is_file():
+        raise json_error(404, "no such template file (is comfyui-workflow-templates installed?)")
+    return web.FileResponse(path)

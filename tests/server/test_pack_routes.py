@@ -136,3 +136,22 @@ async def test_model_preview_is_served_as_webp(client, tmp_path: Path) -> None:
     assert (await client.get("/api/experiment/models/preview/nothing/0/style.safetensors")).status == 404
     assert (await client.get("/api/experiment/models/preview/loras/0/..%2F..%2Fx.safetensors")).status in (
         400, 403, 404)
+
+
+async def test_templates_are_served_from_the_templates_package(client, tmp_path: Path, monkeypatch) -> None:
+    """The real package is an optional extra (not installed here): a stand-in with its ``iter_assets`` API."""
+    import sys
+    import types
+
+    from server.routes import frontend
+
+    index = tmp_path / "index.json"
+    index.write_text('[{"moduleName": "default", "title": "Basics", "templates": []}]')
+    stand_in = types.ModuleType("comfyui_workflow_templates_core")
+    stand_in.iter_assets = lambda: iter([("index.json", str(index))])
+    monkeypatch.setitem(sys.modules, "comfyui_workflow_templates_core", stand_in)
+    monkeypatch.setattr(frontend, "_template_assets", None)
+    resp = await client.get("/templates/index.json")
+    assert resp.status == 200 and (await resp.json())[0]["title"] == "Basics"
+    assert (await client.get("/templates/nothing.json")).status == 404
+    monkeypatch.setattr(frontend, "_template_assets", None)
