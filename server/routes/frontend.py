@@ -6,7 +6,8 @@
 - ``/experiment/models/preview/{folder}/{index}/{file}``: a model's preview image
   (``name.png``, ``name.preview.webp``... next to it) as WebP, for the model browser.
 - ``/templates/{file}``: the official workflow templates (``index.json``, each template
-  and its thumbnails) from the ``comfyui-workflow-templates`` package when installed.
+  and its thumbnails) from the ``comfyui-workflow-templates`` package when installed,
+  else our own example workflows (the demo-model txt2img graph).
 - :class:`LogBuffer`: a logging handler keeping the last records, read by
   ``/internal/logs`` (one string) and ``/internal/logs/raw`` (entries) so the frontend's
   log panel has content. :func:`log_buffer` installs it on the root logger once.
@@ -173,10 +174,40 @@ def template_assets() -> dict[str, str]:
     return _template_assets
 
 
+#: Our example workflows (``workflows/``), offered as templates when the package is not installed.
+WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
+#: Template name -> (UI workflow file, title, description).
+OWN_TEMPLATES = {
+    "noodlebox_txt2img": ("txt2img.ui.json", "Text to image (demo model)",
+                          "Draws the prompt with the demo checkpoint that comes with noodlebox."),
+}
+
+
+def own_templates_index() -> list[dict[str, Any]]:
+    """A templates ``index.json`` of :data:`OWN_TEMPLATES` (those whose file exists)."""
+    templates = [{"name": name, "title": title, "description": text, "mediaType": "image", "mediaSubtype": "webp"}
+                 for name, (file, title, text) in OWN_TEMPLATES.items() if (WORKFLOWS_DIR / file).is_file()]
+    return [{"moduleName": "default", "title": "Getting Started", "type": "image", "isEssential": True,
+             "templates": templates}]
+
+
 @routes.get("/templates/{filename}")
 async def workflow_template_file(request: web.Request) -> web.StreamResponse:
-    """A file of the official workflow templates (``index.json``, a template, a thumbnail), when installed."""
-    path = template_assets().get(request.match_info["filename"])
-    if path is None or not Path(path).is_file():
-        raise json_error(404, "no such template file (is comfyui-workflow-templates installed?)")
-    return web.FileResponse(path)
+    """A file of the official workflow templates (``index.json``, a template, a thumbnail).
+
+    From the ``comfyui-workflow-templates`` package when installed, else our own
+    example workflows (:data:`OWN_TEMPLATES`), so the templates browser is never empty.
+    """
+    filename = request.match_info["filename"]
+    assets = template_assets()
+    if assets:
+        path = assets.get(filename)
+        if path is None or not Path(path).is_file():
+            raise json_error(404, "no such template file")
+        return web.FileResponse(path)
+    if filename == "index.json":
+        return web.json_response(own_templates_index())
+    own = OWN_TEMPLATES.get(filename.removesuffix(".json")) if filename.endswith(".json") else None
+    if own is None or not (WORKFLOWS_DIR / own[0]).is_file():
+        raise json_error(404, "no such template file")
+    return web.FileResponse(WORKFLOWS_DIR / own[0])

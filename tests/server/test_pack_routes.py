@@ -155,3 +155,19 @@ async def test_templates_are_served_from_the_templates_package(client, tmp_path:
     assert resp.status == 200 and (await resp.json())[0]["title"] == "Basics"
     assert (await client.get("/templates/nothing.json")).status == 404
     monkeypatch.setattr(frontend, "_template_assets", None)
+
+
+async def test_without_the_templates_package_our_own_templates_are_offered(client) -> None:
+    from server.routes import frontend
+
+    if frontend.template_assets():
+        pytest.skip("comfyui-workflow-templates is installed here")
+    index = await (await client.get("/templates/index.json")).json()
+    names = [t["name"] for t in index[0]["templates"]]
+    assert names == ["noodlebox_txt2img"]
+    graph = await (await client.get("/templates/noodlebox_txt2img.json")).json()
+    types = {n["type"] for n in graph["nodes"]}
+    assert {"CheckpointLoaderSimple", "KSampler", "SaveImage"} <= types
+    info = await (await client.get("/object_info")).json()
+    assert types <= set(info)  # every node of the template is one this server has
+    assert (await client.get("/templates/other.json")).status == 404
