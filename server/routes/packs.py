@@ -112,7 +112,10 @@ def attach_events(app: web.Application) -> None:
 
     def sink(event: Any, data: Any, sid: str | None) -> None:
         if isinstance(event, str):
-            hub.send_threadsafe(event, data, sid)
+            try:
+                hub.send_threadsafe(event, data, sid)
+            except RuntimeError as exc:  # this server has stopped (its loop is closed)
+                log.debug("pack event %s not sent: %s", event, exc)
         else:
             log.debug("binary pack event %r not forwarded", event)
 
