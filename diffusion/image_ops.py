@@ -133,17 +133,23 @@ def quantize(image: torch.Tensor, colors: int, dither: str) -> torch.Tensor:
     return out
 
 
+_LUMA = (0.299, 0.587, 0.114)
+_CB, _CR = 0.564, 0.713  # scales of B - Y and R - Y
+
+
 def rgb_to_ycbcr(image: torch.Tensor) -> torch.Tensor:
-    """RGB to YCbCr (BT.601, Cb/Cr offset by 0.5), channels last."""
+    """RGB to YCbCr (BT.601 luma, Cb/Cr offset by 0.5), channels last, as kornia computes it."""
     r, g, b = image[..., 0], image[..., 1], image[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    return torch.stack((y, (b - y) * 0.564 + 0.5, (r - y) * 0.713 + 0.5), dim=-1)
+    y = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
+    return torch.stack((y, (b - y) * _CB + 0.5, (r - y) * _CR + 0.5), dim=-1)
 
 
 def ycbcr_to_rgb(image: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`rgb_to_ycbcr` (not clamped), channels last."""
+    """The exact inverse of :func:`rgb_to_ycbcr`, clamped to 0..1 (kornia 0.9's ``ycbcr_to_rgb``), channels last."""
     y, cb, cr = image[..., 0], image[..., 1] - 0.5, image[..., 2] - 0.5
-    return torch.stack((y + 1.403 * cr, y - 0.714 * cr - 0.344 * cb, y + 1.773 * cb), dim=-1)
+    r_minus_y, b_minus_y = cr / _CR, cb / _CB
+    g = y - (_LUMA[0] * r_minus_y + _LUMA[2] * b_minus_y) / _LUMA[1]
+    return torch.stack((y + r_minus_y, g, y + b_minus_y), dim=-1).clamp(0, 1)
 
 
 def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
