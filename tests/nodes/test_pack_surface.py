@@ -143,3 +143,19 @@ def test_pack_using_the_twenty_most_used_names(registry: NodeRegistry) -> None:
     assert ctx.steps == [(1, 3), (2, 3), (3, 3)]
     temp = Path(registry.services.folders.temp_dir) / "top_names_pack.txt"
     assert temp.read_text() == text.split()[0]
+
+
+def test_small_comfy_helpers_have_comfyuis_values(registry: NodeRegistry) -> None:
+    from comfy import latent_formats, model_base, model_sampling
+    from comfy.k_diffusion import sampling
+
+    assert latent_formats.SD15().scale_factor == 0.18215 and latent_formats.SDXL.scale_factor == 0.13025
+    flux = latent_formats.Flux()
+    x = torch.tensor([0.5])
+    assert torch.allclose(flux.process_out(flux.process_in(x)), x)
+    assert model_base.ModelType.FLOW.value == 6
+    assert model_sampling.time_snr_shift(3.0, 0.5) == pytest.approx(0.75)
+    d = sampling.to_d(torch.ones(1, 4, 2, 2), torch.tensor([2.0]), torch.zeros(1, 4, 2, 2))
+    assert torch.equal(d, torch.full((1, 4, 2, 2), 0.5))
+    sigmas = sampling.get_sigmas_karras(4, 0.1, 10.0)
+    assert sigmas[0] == pytest.approx(10.0) and sigmas[-1] == 0
