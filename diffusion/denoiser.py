@@ -34,12 +34,15 @@ from diffusion.control.models import Control
 from diffusion.hooks import HookGroup, model_patches, percent_of
 from diffusion.models import UNetModel
 from diffusion.patching import patched_weights
+from diffusion.resize import upscale
 from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
 from diffusion.unet_patches.blocks import block_patches
 
 #: Latent values of a pixel-space "zero" (mid grey) image, model space: what an SD inpainting
 #: model sees as the masked image when no mask and no image are given (ComfyUI's values).
 BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
+#: Input channels of an InstructPix2Pix UNet (noisy latent + source-image latent).
+IP2P_CHANNELS = 8
 #: Width, in latent pixels, of the linear fade at the inner edges of an area conditioning.
 AREA_FEATHER = 8
 #: Largest token-length ratio for which two cross-attention conds are batched by repetition.
@@ -177,6 +180,8 @@ class Denoiser:
             prepared.extra = self._adm(options, prompt_type)
         if self.unet.inpaint:
             prepared.concat = self._inpaint_channels(options, latent_image, denoise_mask)
+        if self.unet.in_channels == IP2P_CHANNELS:
+            prepared.concat = self._ip2p_channels(options)
         if options.get("control") is not None:
             prepared.control = check_chain(options["control"], self.unet)
         prepared.hooks = options.get("hooks")
@@ -225,6 +230,17 @@ class Denoiser:
             mask = torch.nn.functional.interpolate(mask, size=(height, width), mode="bilinear")
         mask = resize_to_batch(mask.round(), batch)
         return torch.cat([mask.to(image.device), image], dim=1)
+
+    def _ip2p_channels(self, options: Mapping[str, Any]) -> torch.Tensor:
+        """An InstructPix2Pix model's source-image latent (model space), zeros when none is set."""
+        batch, _, height, width = self.shape
+        image = options.get("concat_latent_image")  # InstructPixToPixConditioning's, unscaled
+        if image is None:
+            return torch.zeros((batch, 4, height, width))
+        image = image.float()
+        if tuple(image.shape[-2:]) != (height, width):
+            image = upscale(image, width, height, "bilinear", "center")
+        return resize_to_batch(image, batch) * self.unet.latent_scale
 
     # -- the call -----------------------------------------------------------------------------------
 

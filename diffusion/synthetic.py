@@ -35,7 +35,8 @@ from diffusion.detect import ADM_EMBED_DIM, ADM_SIZE_EMBEDDINGS, TEXT_LAYOUTS, U
 from diffusion.models import Arch, Prediction
 
 ORIGIN = "noodlebox synthetic random weights"
-ARCHS = ("sd15", "sd15-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd35", "flux-dev", "flux-schnell")
+ARCHS = ("sd15", "sd15-inpaint", "sd15-ip2p", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd35", "flux-dev",
+         "flux-schnell")
 #: The transformer families, written by ``diffusion.families.synthetic`` (sizes tiny and small).
 TRANSFORMER_ARCHS = ("sd35", "flux-dev", "flux-schnell")
 SIZES = ("tiny", "small", "full")
@@ -46,6 +47,7 @@ StateDict = dict[str, torch.Tensor]
 _FAMILIES: dict[str, tuple[Arch, int, Prediction]] = {
     "sd15": ("sd1", 4, "eps"),
     "sd15-inpaint": ("sd1", 9, "eps"),
+    "sd15-ip2p": ("sd1", 8, "eps"),  # InstructPix2Pix: latent + the source image's latent
     "sd2": ("sd2", 4, "eps"),
     "sd2-v": ("sd2", 4, "v"),
     "sdxl": ("sdxl", 4, "eps"),

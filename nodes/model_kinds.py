@@ -1,4 +1,5 @@
-"""Conditioning for SD-family model kinds with their own image inputs: inpainting models (9-channel UNets).
+"""Conditioning for SD-family model kinds with their own image inputs: inpainting models (9-channel UNets)
+and InstructPix2Pix (8-channel UNets, the source image's latent beside the noisy one).
 
 The images are set on the CONDITIONING entries (``concat_latent_image``, ``concat_mask``),
 which the sampler's denoiser concatenates to the UNet input of an inpainting model.
@@ -39,4 +40,23 @@ def InpaintModelConditioning(
     if noise_mask:
         latent["noise_mask"] = resized
     values = {"concat_latent_image": concat, "concat_mask": resized}
+    return cond_ops.set_values(positive, values), cond_ops.set_values(negative, values), latent
+
+
+@node(category="conditioning/instructpix2pix", python_module="comfy_extras.nodes_ip2p")
+def InstructPixToPixConditioning(
+    positive: Conditioning,
+    negative: Conditioning,
+    vae: Vae,
+    pixels: Annotated[Image, Tooltip("The image to edit as the prompt says.")],
+) -> tuple[Annotated[Conditioning, Output("positive")], Annotated[Conditioning, Output("negative")],
+           Annotated[Latent, Output("latent")]]:
+    """Sets the image to edit on both conditionings for an InstructPix2Pix model; the latent starts empty."""
+    from diffusion import vae as vae_ops
+
+    if getattr(pixels, "ndim", 0) != 4:
+        raise ValueError("InstructPixToPixConditioning: pixels must be an IMAGE batch [B, H, W, C]")
+    concat = vae_ops.encode(_vae(vae), pixels)  # cropped to multiples of 8, centred
+    values = {"concat_latent_image": concat}
+    latent = {"samples": concat.new_zeros(concat.shape)}
     return cond_ops.set_values(positive, values), cond_ops.set_values(negative, values), latent

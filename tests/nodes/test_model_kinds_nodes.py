@@ -50,3 +50,25 @@ def test_masks_of_another_shape_are_refused(tiny_sd15_path: Path, mask: torch.Te
     vae = load_checkpoint(tiny_sd15_path, precision="fp32", parts=("vae",)).vae
     with pytest.raises(ValueError, match="InpaintModelConditioning: " + reason):
         run(vae, torch.rand(2, 32, 32, 3), mask)
+
+
+def test_instruct_pix2pix_model_reads_the_source_image(tmp_path: Path) -> None:
+    from diffusion.denoiser import Denoiser
+    from diffusion.ksampler import ksample
+    from diffusion.synthetic import write_checkpoint
+    from nodes.model_kinds import InstructPixToPixConditioning
+
+    ckpt = load_checkpoint(write_checkpoint(tmp_path / "ip2p.safetensors", "sd15-ip2p", "tiny", 1, torch.float32),
+                           precision="fp32")
+    assert ckpt.unet.in_channels == 8
+    cond = [[torch.randn(1, 77, 64, generator=torch.Generator().manual_seed(0)), {}]]
+    images = [torch.full((1, 36, 34, 3), v) for v in (0.1, 0.9)]
+    results = []
+    for image in images:
+        positive, negative, latent = InstructPixToPixConditioning.func(cond, cond, ckpt.vae, image)
+        assert latent["samples"].shape == (1, 4, 4, 4) and not latent["samples"].any()
+        assert positive[0][1]["concat_latent_image"] is negative[0][1]["concat_latent_image"]
+        results.append(ksample(ckpt.unet, 3, 2, 3.0, "euler", "normal", positive, negative, latent)["samples"])
+    assert not torch.allclose(results[0], results[1], atol=1e-4)  # the source image steers the model
+    plain = Denoiser(ckpt.unet, cond, cond, 3.0, (1, 4, 4, 4))
+    assert torch.equal(plain.sides[0][0].concat, torch.zeros(1, 4, 4, 4))  # no image: zeros, as ComfyUI
