@@ -48,6 +48,20 @@ FUNCTIONS: dict[str, dict[str, tuple[str, str]]] = {
         "ImageScaleBy": ("upscale", "image upscale_method scale_by"),
         "ImageInvert": ("invert", "image"),
         "SetLatentNoiseMask": ("set_mask", "samples mask"),
+        "ConditioningAverage": ("addWeighted", "conditioning_to conditioning_from conditioning_to_strength"),
+        "ConditioningConcat": ("concat", "conditioning_to conditioning_from"),
+        "ConditioningSetTimestepRange": ("set_range", "conditioning start end"),
+        "ImageBatch": ("batch", "image1 image2"),
+    },
+    "comfy_extras.nodes_align_your_steps": {
+        "AlignYourStepsScheduler": ("get_sigmas", "model_type steps denoise"),
+    },
+    "comfy_extras.nodes_gits": {
+        "GITSScheduler": ("get_sigmas", "coeff steps denoise"),
+    },
+    "comfy_extras.nodes_model_advanced": {
+        "ModelSamplingFlux": ("patch", "model max_shift base_shift width height"),
+        "ModelSamplingAuraFlow": ("patch_aura", "model shift"),
     },
     "comfy_extras.nodes_clip_sdxl": {
         "CLIPTextEncodeSDXL": ("encode", "clip width height crop_w crop_h target_width target_height text_g text_l"),
@@ -111,7 +125,12 @@ def _make(class_name: str, node_name: str, schema: Any, function: str, params: s
 
     method.__name__ = function
     method.__doc__ = f"Runs noodlebox's {node_name} node; parameters: {', '.join(order)}."
+    # ComfyUI's resize nodes expose their combo lists as class attributes (upscale_methods, crop_methods).
+    lists = {attr: list(spec.choices() if callable(spec.choices) else spec.choices) for spec in schema.inputs
+             for input_name, attr in (("upscale_method", "upscale_methods"), ("crop", "crop_methods"))
+             if spec.name == input_name and spec.choices}
     return type(class_name, (), {
+        **lists,
         "__module__": module,
         "__doc__": schema.description or f"ComfyUI's {class_name}, run by noodlebox.",
         "INPUT_TYPES": classmethod(input_types),

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import missing, runtime
+from .comfy.cli_args import LatentPreviewMethod
+
+__all__ = ["MAX_PREVIEW_RESOLUTION", "Latent2RGBPreviewer", "LatentPreviewMethod", "LatentPreviewer",
+           "get_previewer", "prepare_callback"]
 
 __getattr__ = missing("latent_preview")
 
@@ -22,6 +26,10 @@ class LatentPreviewer:
         from diffusion.preview import preview_tuple
 
         return preview_tuple(x0, self.arch)
+
+
+#: The latent2rgb previewer under ComfyUI's class name.
+Latent2RGBPreviewer = LatentPreviewer
 
 
 def get_previewer(device: Any, latent_format: Any) -> LatentPreviewer:

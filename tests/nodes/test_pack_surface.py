@@ -159,3 +159,16 @@ def test_small_comfy_helpers_have_comfyuis_values(registry: NodeRegistry) -> Non
     assert torch.equal(d, torch.full((1, 4, 2, 2), 0.5))
     sigmas = sampling.get_sigmas_karras(4, 0.1, 10.0)
     assert sigmas[0] == pytest.approx(10.0) and sigmas[-1] == 0
+
+
+def test_core_class_attributes_packs_read(registry: NodeRegistry) -> None:
+    surface_nodes = importlib.import_module("nodes.comfy_surface.nodes")
+    assert surface_nodes.ImageScale.upscale_methods == ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+    assert surface_nodes.ImageScale.crop_methods == ["disabled", "center"]
+    assert surface_nodes.KSampler.FUNCTION == "sample" and surface_nodes.KSampler.RETURN_TYPES == ("LATENT",)
+    assert surface_nodes.NODE_CLASS_MAPPINGS["CLIPTextEncode"] is surface_nodes.CLIPTextEncode
+    assert "HalfStepKSampler" in surface_nodes.NODE_CLASS_MAPPINGS  # packs' classes too, as in ComfyUI
+    from comfy_extras.nodes_latent import LatentBatch
+
+    (batch,) = LatentBatch().batch({"samples": torch.zeros(1, 4, 2, 2)}, {"samples": torch.ones(1, 4, 2, 2)})
+    assert batch["samples"].shape == (2, 4, 2, 2)
