@@ -21,6 +21,7 @@ from torch import nn
 
 from diffusion.checkpoint import CheckpointError, TensorFile
 from diffusion.files import atomic_path
+from diffusion.models import VAEModel
 
 #: Decoder file stems in ``models/vae_approx/`` per latent family, as ComfyUI names them.
 DECODER_STEMS = {"sd1": "taesd_decoder", "sdxl": "taesdxl_decoder"}
@@ -90,17 +91,22 @@ def load_taesd_decoder(path: str | os.PathLike[str], device: torch.device | str 
     return decoder.to(device).eval().requires_grad_(False)
 
 
+def _seeded_state(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Seeded random weights for ``module``'s keys (He-scaled convs, small biases)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in module.state_dict().items():
+        scale = (2.0 / max(1, value[0].numel())) ** 0.5 if value.dim() > 1 else 0.01
+        state[key] = (torch.randn(value.shape, generator=generator) * scale).contiguous()
+    return state
+
+
 def write_taesd_decoder(path: str | os.PathLike[str], seed: int = 0, latent_channels: int = 4) -> Path:
     """Write a seeded random TAESD decoder in the real key layout atomically (``.pth`` as a
     torch pickle of tensors, anything else as ``.safetensors``)."""
     from safetensors.torch import save_file
 
-    generator = torch.Generator().manual_seed(seed)
-    decoder = build_decoder(latent_channels)
-    state = {}
-    for key, value in decoder.state_dict().items():
-        scale = (2.0 / max(1, value[0].numel())) ** 0.5 if value.dim() > 1 else 0.01
-        state[key] = (torch.randn(value.shape, generator=generator) * scale).contiguous()
+    state = _seeded_state(build_decoder(latent_channels), seed)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as part:
@@ -113,6 +119,114 @@ def write_taesd_decoder(path: str | os.PathLike[str], seed: int = 0, latent_chan
 
 def write_taesd(out: Path, *, base: Path | None = None, rank: int = 4, seed: int = 0, arch: str | None = None,
                 size: str = "tiny") -> Path:
-    """``make-model --kind taesd``: a seeded random decoder (TAESD and TAESDXL share the layout;
-    ``base``, ``rank``, ``arch`` and ``size`` do not change it)."""
+    """``make-model --kind taesd``: a seeded random decoder, or with ``--arch encoder`` an encoder
+    (TAESD and TAESDXL share the layout; ``base``, ``rank`` and ``size`` do not change it)."""
+    if arch == "encoder":
+        return write_taesd_encoder(out, seed)
     return write_taesd_decoder(out, seed)
+
+
+#: The TAESD pairs VAELoader offers: name -> (file stem prefix, latent scale, latent shift, latent channels).
+TINY_VAES: dict[str, tuple[str, float, float, int]] = {
+    "taesd": ("taesd", 0.18215, 0.0, 4),
+    "taesdxl": ("taesdxl", 0.13025, 0.0, 4),
+    "taesd3": ("taesd3", 1.5305, 0.0609, 16),
+    "taef1": ("taef1", 0.3611, 0.1159, 16),
+}
+
+
+def build_encoder(latent_channels: int = 4) -> nn.Sequential:
+    """An untrained TAESD encoder in the published layout: a conv, a block, then three stages of
+    a stride-2 bias-free conv and three blocks, and a conv to the latent channels."""
+    layers: list[nn.Module] = [_conv(3, WIDTH), ResidualBlock(WIDTH)]
+    for _ in range(3):
+        layers += [nn.Conv2d(WIDTH, WIDTH, 3, padding=1, stride=2, bias=False)]
+        layers += [ResidualBlock(WIDTH) for _ in range(3)]
+    layers += [_conv(WIDTH, latent_channels)]
+    return nn.Sequential(*layers)
+
+
+class _Posterior:
+    """What ``AutoencoderKL.encode`` returns, reduced to the ``mean`` the VAE code reads."""
+
+    def __init__(self, mean: torch.Tensor) -> None:
+        self.mean = mean
+
+
+class TinyAutoencoder(nn.Module):
+    """A TAESD encoder/decoder pair with AutoencoderKL's ``encode``/``decode`` calling convention.
+
+    Latents are the raw (unscaled) VAE latents a LATENT holds; pixels are in -1..1.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, scale: float, shift: float) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.scale, self.shift = encoder, decoder, scale, shift
+
+    def decode(self, z: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
+        """Raw latents -> pixels in -1..1."""
+        return (self.decoder((z - self.shift) * self.scale).mul(2.0).sub(1.0),)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = False) -> tuple[_Posterior]:
+        """Pixels in -1..1 -> raw latents (as a posterior whose ``mean`` they are)."""
+        return (_Posterior(self.encoder(x * 0.5 + 0.5) / self.scale + self.shift),)
+
+
+class PixelSpaceAutoencoder(nn.Module):
+    """ComfyUI's ``pixel_space`` VAE: the latent is the image itself, in -1..1."""
+
+    def decode(self, z: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
+        """The latent unchanged."""
+        return (z,)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = False) -> tuple[_Posterior]:
+        """The pixels unchanged."""
+        return (_Posterior(x),)
+
+
+def load_tiny_autoencoder(name: str, encoder_path: str | os.PathLike[str], decoder_path: str | os.PathLike[str],
+                          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TinyAutoencoder:
+    """The TAESD pair ``name`` (a :data:`TINY_VAES` key) from its two files; bad files are CheckpointErrors."""
+    _, scale, shift, _ = TINY_VAES[name]
+    decoder = load_taesd_decoder(decoder_path, device, dtype)
+    file_name = Path(encoder_path).name
+    with TensorFile(encoder_path) as file:
+        prefix = "encoder." if "encoder.0.weight" in file.shapes else ""
+        if prefix + "0.weight" not in file.shapes:
+            raise CheckpointError(f"{file_name}: not a TAESD encoder (no 0.weight)")
+        channels = file.shapes[prefix + "14.weight"][0] if prefix + "14.weight" in file.shapes else 4
+        state = {k[len(prefix):]: file.get(k, dtype) for k in file.shapes if k.startswith(prefix)}
+    with torch.device("meta"):
+        encoder = build_encoder(channels)
+    try:
+        encoder.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{file_name}: the TAESD encoder weights do not fit "
+                              f"({str(exc).splitlines()[-1].strip()})") from None
+    return TinyAutoencoder(encoder.to(device).eval().requires_grad_(False), decoder, scale, shift)
+
+
+def write_taesd_encoder(path: str | os.PathLike[str], seed: int = 0, latent_channels: int = 4) -> Path:
+    """Write a seeded random TAESD encoder in the real key layout (``.safetensors``) atomically."""
+    from safetensors.torch import save_file
+
+    state = _seeded_state(build_encoder(latent_channels), seed)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as part:
+        save_file(state, str(part), metadata={"format": "pt"})
+    return target
+
+
+def tiny_vae_model(name: str, encoder_path: str | os.PathLike[str], decoder_path: str | os.PathLike[str],
+                   device: torch.device | str = "cpu") -> VAEModel:
+    """VAELoader's ``taesd``/``taesdxl``/...: the TAESD pair as a VAE (fp32: it is small)."""
+    device = torch.device(device)
+    model = load_tiny_autoencoder(name, encoder_path, decoder_path, device)
+    return VAEModel(model, TINY_VAES[name][1], device, torch.float32)  # type: ignore[arg-type]
+
+
+def pixel_space_vae(device: torch.device | str = "cpu") -> VAEModel:
+    """VAELoader's ``pixel_space``: the identity "VAE" of pixel-space models."""
+    device = torch.device(device)
+    return VAEModel(PixelSpaceAutoencoder(), 1.0, device, torch.float32)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from .api import Clip, Context, Model, OneOf, Output, Tooltip, Vae, files_in, node
+from .api import Clip, Context, Model, OneOf, Output, ServiceChoices, Tooltip, Vae, files_in, node
+from .previews import tiny_vae_paths, vae_loader_names
 
 
 def _model_file(ctx: Context, folder: str, name: str, what: str) -> Path:
@@ -51,11 +52,23 @@ def CheckpointLoaderSimple(
 
 
 @node(category="loaders", display_name="Load VAE", description="")
-def VAELoader(vae_name: Annotated[str, OneOf(files_in("vae"))], *, ctx: Context) -> Vae:
-    """Loads a separate VAE file (LDM layout) to use instead of a checkpoint's own."""
+def VAELoader(vae_name: Annotated[str, OneOf(ServiceChoices(lambda services: vae_loader_names(services.folders)))],
+              *, ctx: Context) -> Vae:
+    """Loads a separate VAE file (LDM layout) to use instead of a checkpoint's own, a TAESD pair
+    from ``vae_approx`` (``taesd``, ``taesdxl``, ...) or ``pixel_space``."""
     from diffusion.checkpoint import load_vae
     from diffusion.memory import pick_device
 
+    if vae_name == "pixel_space":
+        from diffusion.taesd import pixel_space_vae
+
+        return pixel_space_vae(pick_device())
+    tiny = tiny_vae_paths(ctx, vae_name)
+    if tiny is not None:
+        from diffusion.taesd import tiny_vae_model
+
+        return ctx.services.model_cache().get(tiny[1], ("taesd-vae", vae_name),
+                                              lambda: tiny_vae_model(vae_name, tiny[0], tiny[1], pick_device()))
     path = _model_file(ctx, "vae", vae_name, "VAE")
     precision = ctx.services.precision
 

@@ -5,6 +5,9 @@ with the palette fitted to the checkpoint's VAE (``diffusion.preview``); ``auto`
 ``taesd`` -> the family's TAESD decoder from ``models/vae_approx/``
 (``taesd_decoder.*`` for SD1/SD2, ``taesdxl_decoder.*`` for SDXL) when one is installed,
 else latent2rgb, as ComfyUI does; ``none`` -> no previews.
+
+The same folder's encoder/decoder pairs are what VAELoader offers as ``taesd``,
+``taesdxl``, ``taesd3`` and ``taef1`` (:func:`vae_loader_names`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,32 @@ def taesd_decoder_path(ctx: Context, arch: str) -> Path | None:
         if path is not None:
             return path
     return None
+
+
+def _approx_file(folders: Any, prefix: str) -> str | None:
+    """The first ``vae_approx`` file named ``<prefix>.<extension>``, or None."""
+    return next((name for name in folders.filename_list("vae_approx") if name.startswith(prefix + ".")), None)
+
+
+def vae_loader_names(folders: Any) -> list[str]:
+    """VAELoader's choices: the ``vae`` files, each TAESD pair installed in ``vae_approx``, then ``pixel_space``."""
+    from diffusion.taesd import TINY_VAES
+
+    tiny = [name for name, (stem, *_) in TINY_VAES.items()
+            if _approx_file(folders, stem + "_encoder") and _approx_file(folders, stem + "_decoder")]
+    return [*folders.filename_list("vae"), *tiny, "pixel_space"]
+
+
+def tiny_vae_paths(ctx: Context, name: str) -> tuple[Path, Path] | None:
+    """(encoder, decoder) files of the TAESD pair ``name``, or None when it is not one or not installed."""
+    from diffusion.taesd import TINY_VAES
+
+    if name not in TINY_VAES:
+        return None
+    stem = TINY_VAES[name][0]
+    files = [_approx_file(ctx.folders, stem + part) for part in ("_encoder", "_decoder")]
+    paths = [ctx.folders.full_path("vae_approx", f) for f in files if f is not None]
+    return (paths[0], paths[1]) if len(paths) == 2 and None not in paths else None  # type: ignore[return-value]
 
 
 def previewer(ctx: Context, model: Any) -> Callable[[Any], Any] | None:

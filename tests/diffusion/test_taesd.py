@@ -68,3 +68,13 @@ def test_fit_palette_recovers_a_linear_encoder() -> None:
     rgb = torch.tensor(list(latent_to_rgb(latent, palette).getpixel((0, 0))), dtype=torch.float32)
     assert torch.allclose(rgb, (torch.tensor([0.8, -0.6, 0.2]) + 1) / 2 * 255, atol=1.5)
     assert Palette.for_family("sd2").weight.shape == (4, 3)
+
+
+def test_encoder_has_the_published_keys() -> None:
+    from diffusion.taesd import build_encoder
+
+    keys = build_encoder().state_dict()
+    assert len(keys) == 67
+    assert keys["0.weight"].shape == (64, 3, 3, 3) and keys["14.weight"].shape == (4, 64, 3, 3)
+    assert "2.weight" in keys and "2.bias" not in keys  # the stride-2 convs have no bias
+    assert build_encoder()(torch.zeros(1, 3, 32, 16)).shape == (1, 4, 4, 2)

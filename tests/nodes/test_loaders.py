@@ -45,7 +45,7 @@ def test_definitions_match_comfyui(registry: NodeRegistry) -> None:
     assert info["output_tooltips"][2] == ("The VAE model used for encoding and decoding images to and from "
                                           "latent space.")
     vae = node_info(registry["VAELoader"])
-    assert vae["input"]["required"] == {"vae_name": [["tiny-vae.safetensors"]]}
+    assert vae["input"]["required"] == {"vae_name": [["tiny-vae.safetensors", "pixel_space"]]}  # as ComfyUI lists
     assert vae["output"] == ["VAE"] and vae["display_name"] == "Load VAE" and vae["description"] == ""
 
 
