@@ -59,6 +59,7 @@ MODEL_KINDS: dict[str, str] = {
     "t2i-adapter": "diffusion.control.synthetic:write_t2i_adapter",
     "control-lora": "diffusion.control.synthetic:write_control_lora",
     "clip-vision": "diffusion.control.synthetic:write_clip_vision",
+    "style": "diffusion.control.synthetic:write_style_model",
     # Image upscalers, 4x (--arch esrgan|esrgan-new|compact).
     "upscale": "diffusion.upscale.synthetic:write_upscale_model",
     # TAESD / TAESDXL preview decoders for models/vae_approx/.

@@ -206,3 +206,17 @@ def write_control_lora(out: Path, *, base: Path | None = None, rank: int = 4, se
         tensors[stem + ".up"] = 0.1 * _random_tensor(stem + ".up", shape_up, seed)
         tensors[stem + ".down"] = _random_tensor(stem + ".down", shape_down, seed)
     return _write(out, tensors, "control-lora", seed, {"noodlebox.base_arch": family, "noodlebox.rank": str(rank)})
+
+
+def write_style_model(out: Path, *, base: Path | None = None, rank: int = 4, seed: int = 0,
+                      arch: str | None = None, size: str = "tiny") -> Path:
+    """A random T2I style adapter; its output width is ``base``'s cross-attention width (else 768, tiny 64)."""
+    from diffusion.control.style import StyleAdapter
+
+    width, layers = (64, 2) if size == "tiny" else (1024, 3)
+    context = 64 if size == "tiny" else 768
+    if base is not None:
+        context = int(_base_unet_config(base, "style model")[1]["cross_attention_dim"])
+    with init_empty_weights():
+        module = StyleAdapter(width, context, layers, 8)
+    return _write(out, _random_state(module, "style", seed), "style", seed)

@@ -15,7 +15,8 @@ from server.cli import UserError
 # Spelled out here so that `noodlebox --help` does not import torch;
 # tests/cli/test_make_model_cli.py checks them against nodes.model_tools.MODEL_KINDS.
 KINDS: tuple[str, ...] = ("diffusion_model", "clip_l", "clip_g", "t5xxl", "vae16",
-                          "controlnet", "diff-controlnet", "t2i-adapter", "control-lora", "clip-vision", "upscale")
+                          "controlnet", "diff-controlnet", "t2i-adapter", "control-lora", "clip-vision", "style",
+                          "upscale")
 KINDS += ("lora", "locon", "loha", "lokr", "diffusers-lora")
 KINDS += ("taesd",)
 SIZES = ("tiny", "small")

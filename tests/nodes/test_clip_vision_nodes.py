@@ -69,3 +69,27 @@ def test_nodes_load_once_and_encode(base: Path) -> None:
     assert output.penultimate_hidden_states.shape == (3, 17, 64) and "image_embeds" in output
     with pytest.raises(CheckpointError, match="not a CLIP vision model"):
         registry["CLIPVisionLoader"].behaviour.execute(None, _Ctx(), {"clip_name": "checkpoint.safetensors"})
+
+
+def test_style_model_appends_its_tokens(base: Path, tiny_sd15_path: Path) -> None:
+    from diffusion.control.synthetic import write_style_model
+
+    write_style_model(base / "models" / "style_models" / "style.safetensors", base=tiny_sd15_path, seed=2)
+    registry = build_registry(Services(folders=Folders(base), precision="fp32"))
+    (style,) = registry["StyleModelLoader"].behaviour.execute(None, _Ctx(), {"style_model_name": "style.safetensors"})
+    (vision,) = registry["CLIPVisionLoader"].behaviour.execute(None, _Ctx(), {"clip_name": "vit-l.safetensors"})
+    (encoded,) = registry["CLIPVisionEncode"].behaviour.execute(
+        None, _Ctx(), {"clip_vision": vision, "image": torch.rand(1, 56, 56, 3), "crop": "none"})
+    cond = [[torch.zeros(1, 77, 64), {"pooled_output": torch.zeros(1, 64)}]]
+
+    def apply(strength: float, kind: str = "multiply") -> list:
+        return registry["StyleModelApply"].behaviour.execute(None, _Ctx(), {
+            "conditioning": cond, "style_model": style, "clip_vision_output": encoded, "strength": strength,
+            "strength_type": kind})[0]
+
+    one, two = apply(1.0), apply(2.0)
+    assert one[0][0].shape == (1, 77 + 8, 64) and torch.equal(one[0][0][:, :77], cond[0][0])
+    assert torch.allclose(two[0][0][:, 77:], 2 * one[0][0][:, 77:]) and one[0][0][:, 77:].abs().max() > 0
+    assert torch.equal(apply(1.0, "attn_bias")[0][0], one[0][0])
+    with pytest.raises(ValueError, match="attn_bias strength type is not supported"):
+        apply(0.5, "attn_bias")
