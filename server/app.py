@@ -134,6 +134,7 @@ def create_app(config: ServerConfig) -> web.Application:
     for prefix in ("", "/api"):
         app.router.add_get(prefix + "/ws", _ws_handler)
     packs.add_pack_routes(app, registry)
+    packs.attach_events(app)
     frontend.log_buffer()  # /internal/logs shows what was logged from here on
     app.router.add_get("/", _index)
     app.router.add_get("/api/", _index)
@@ -273,9 +274,6 @@ async def _start(app: web.Application) -> None:
     state = app[STATE]
     _empty_temp(Path(state.config.temp_dir))  # type: ignore[arg-type]
     state.hub.bind(asyncio.get_running_loop())
-    from server.routes.packs import attach_events
-
-    attach_events(app)
     state.store = Store(state.config.db_path)  # type: ignore[arg-type]
     state.queue = PromptQueue(state.store, on_change=lambda: state.hub.send("status", state.queue_status()))
     state.recovery_notes = state.queue.recover()

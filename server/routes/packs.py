@@ -105,21 +105,31 @@ def add_pack_routes(app: web.Application, registry: Any) -> None:
 
 
 def attach_events(app: web.Application) -> None:
-    """Make pack events (``PromptServer.instance.send_sync``) go to this server's websocket clients."""
-    from nodes.comfy_surface import runtime
+    """While ``app`` runs, pack events (``PromptServer.instance.send_sync``) go to its websocket clients.
 
-    hub = app_state(app).hub
+    Call before the app starts: it adds a startup hook that attaches and a cleanup hook
+    that detaches (so a stopped server never receives events).
+    """
+    from nodes.comfy_surface import runtime
 
     def sink(event: Any, data: Any, sid: str | None) -> None:
         if isinstance(event, str):
             try:
-                hub.send_threadsafe(event, data, sid)
-            except RuntimeError as exc:  # this server has stopped (its loop is closed)
+                app_state(app).hub.send_threadsafe(event, data, sid)
+            except (RuntimeError, AssertionError) as exc:  # not started yet, or stopped (loop closed)
                 log.debug("pack event %s not sent: %s", event, exc)
         else:
             log.debug("binary pack event %r not forwarded", event)
 
-    runtime.server_sink = sink
+    async def attach(app: web.Application) -> None:
+        runtime.server_sink = sink
+
+    async def detach(app: web.Application) -> None:
+        if runtime.server_sink is sink:
+            runtime.server_sink = None
+
+    app.on_startup.append(attach)
+    app.on_cleanup.append(detach)
 
 
 def app_state(app: web.Application) -> Any:

@@ -85,7 +85,9 @@ def test_core_classes_called_with_comfyuis_argument_order(registry: NodeRegistry
 
 
 def test_progress_bar_and_send_sync_reach_the_node_and_the_client(registry: NodeRegistry,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "server_sink", None)  # no server here: events are kept in runtime.sent
     runtime.sent.clear()
     prompt = {"4": {"class_type": "CountWithProgress", "inputs": {"count": 3}}}
     result, events = run_prompt(registry, prompt, extra_data={"client_id": "client-1"})
