@@ -47,6 +47,7 @@ def sample(
     schedule: DiscreteSchedule | None = None,
     sampler_options: dict[str, Any] | None = None,
     model_options: dict[str, Any] | None = None,
+    function: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Sample ``latent`` (model space) along ``sigmas`` with ComfyUI's sampler ``sampler_name``.
 
@@ -60,7 +61,8 @@ def sample(
     ``callback`` gets ``{"i", "denoised", "x", "sigma", "sigma_hat"}`` each step; an
     exception it raises (an interruption) propagates. ``model_options`` (ComfyUI's) reach the
     denoiser on every call; ``sampler_options`` are the sampler's own keyword arguments
-    (eta, s_noise, ...). Returns the final latent in model space.
+    (eta, s_noise, ...); ``function`` replaces the sampler's own function (same contract).
+    Returns the final latent in model space.
     """
     if sigmas.shape[-1] == 0:
         return latent
@@ -74,7 +76,8 @@ def sample(
     if entry.wants_schedule:
         options.setdefault("schedule", schedule)
     extra_args = {"model_options": dict(model_options or {})}
-    return entry.function(model, x, sigmas, extra_args, callback, noise_sampler, **options)
+    run = function or entry.function
+    return run(model, x, sigmas, extra_args, callback, noise_sampler, **options)
 
 
 def prepare_denoise_mask(noise_mask: torch.Tensor, latent_shape: Sequence[int]) -> torch.Tensor:

@@ -63,6 +63,21 @@ def sample_euler_cfg_pp(
     return sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args, callback, noise_sampler, eta=0.0, s_noise=0.0)
 
 
+def sample_euler_cfg_pp_alternative(
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
+    callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None,
+) -> torch.Tensor:
+    """SamplerEulerCFG++'s "alternative" version: Euler on the slope of ``x - denoised + uncond``."""
+    extra_args, capture = capture_uncond(extra_args)
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        d = to_d(x - denoised + capture.uncond, sigmas[i], denoised)
+        report(callback, i, x, denoised, sigmas[i])
+        x = x + d * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
 def sample_dpmpp_2s_ancestral_cfg_pp(
     model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
     callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, eta: float = 1.0,

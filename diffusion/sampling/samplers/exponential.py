@@ -6,7 +6,7 @@ but, with eta 0, adds none).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -149,12 +149,15 @@ def _er_sde_noise_scaler(x: torch.Tensor) -> torch.Tensor:
 def sample_er_sde(
     model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
     callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, s_noise: float = 1.0,
-    max_stage: int = 3,
+    max_stage: int = 3, noise_scaler: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Extended reverse-time SDE solver (VP ER-SDE-Solver-3, arXiv 2309.06169).
 
     Stages 2 and 3 integrate the noise scale numerically over 200 points, as ComfyUI does.
+    ``noise_scaler`` replaces ER-SDE's default noise scale function (SamplerER_SDE's
+    reverse-time SDE uses ``x ** (eta + 1)``).
     """
+    scaler = noise_scaler or _er_sde_noise_scaler
     extra_args = extra_args or {}
     noise_sampler = require_noise(noise_sampler, "er_sde")
     s_in = x.new_ones([x.shape[0]])
@@ -175,20 +178,20 @@ def sample_er_sde(
         er_lambda_s, er_lambda_t = er_lambdas[i], er_lambdas[i + 1]
         alpha_s = sigmas[i] / er_lambda_s
         alpha_t = sigmas[i + 1] / er_lambda_t
-        r = _er_sde_noise_scaler(er_lambda_t) / _er_sde_noise_scaler(er_lambda_s)
+        r = scaler(er_lambda_t) / scaler(er_lambda_s)
         x = alpha_t / alpha_s * r * x + alpha_t * (1 - r) * denoised
         if stage >= 2 and old_denoised is not None:
             dt = er_lambda_t - er_lambda_s
             step = -dt / points
             positions = er_lambda_t + point_index * step
-            scaled = _er_sde_noise_scaler(positions)
+            scaled = scaler(positions)
             s = torch.sum(1 / scaled) * step
             denoised_d = (denoised - old_denoised) / (er_lambda_s - er_lambdas[i - 1])
-            x = x + alpha_t * (dt + s * _er_sde_noise_scaler(er_lambda_t)) * denoised_d
+            x = x + alpha_t * (dt + s * scaler(er_lambda_t)) * denoised_d
             if stage >= 3 and old_denoised_d is not None:
                 s_u = torch.sum((positions - er_lambda_s) / scaled) * step
                 denoised_u = (denoised_d - old_denoised_d) / ((er_lambda_s - er_lambdas[i - 2]) / 2)
-                x = x + alpha_t * ((dt**2) / 2 + s_u * _er_sde_noise_scaler(er_lambda_t)) * denoised_u
+                x = x + alpha_t * ((dt**2) / 2 + s_u * scaler(er_lambda_t)) * denoised_u
             old_denoised_d = denoised_d
         if s_noise > 0:
             spread = (er_lambda_t**2 - er_lambda_s**2 * r**2).sqrt().nan_to_num(nan=0.0)

@@ -38,12 +38,31 @@ def exponential_coefficients(s: torch.Tensor, t: torch.Tensor, order: int, tau: 
 
 
 def adams_weights(sigma_next: torch.Tensor, lambdas: torch.Tensor, lambda_s: torch.Tensor, lambda_t: torch.Tensor,
-                  tau: float) -> torch.Tensor:
-    """The weights of the predictions at ``lambdas`` for a step from ``lambda_s`` to ``lambda_t``."""
+                  tau: float, simple_order_2: bool = False, corrector: bool = False) -> torch.Tensor:
+    """The weights of the predictions at ``lambdas`` for a step from ``lambda_s`` to ``lambda_t``.
+
+    ``simple_order_2``: two-point steps use the paper's simplified weights (its appendix D).
+    """
+    if simple_order_2 and lambdas.shape[0] == 2:
+        return _simple_order_2_weights(sigma_next, lambdas, lambda_s, lambda_t, tau, corrector)
     integrals = exponential_coefficients(lambda_s, lambda_t, lambdas.shape[0], tau)
     vandermonde_t = torch.vander(lambdas, lambdas.shape[0], increasing=True).T
     alpha_t = sigma_next * lambda_t.exp()
     return alpha_t * torch.linalg.solve(vandermonde_t, integrals)
+
+
+def _simple_order_2_weights(sigma_next: torch.Tensor, lambdas: torch.Tensor, lambda_s: torch.Tensor,
+                            lambda_t: torch.Tensor, tau: float, corrector: bool) -> torch.Tensor:
+    """SA-Solver's simplified order-2 predictor (two steps) or corrector (one step) weights."""
+    tau_mul = 1 + tau**2
+    h = lambda_t - lambda_s
+    alpha_t = sigma_next * lambda_t.exp()
+    full = alpha_t * (-h * tau_mul).expm1().neg()
+    if corrector:
+        newest = alpha_t * (0.5 * tau_mul * h)
+        return torch.stack([full - newest, newest])
+    older = alpha_t * (0.5 * tau_mul * h**2) / (lambdas[-2] - lambda_s)
+    return torch.stack([older, full - older])
 
 
 def tau_window(schedule: DiscreteSchedule, start: float = 0.2, end: float = 0.8,
@@ -67,6 +86,7 @@ def sample_sa_solver(
     callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, s_noise: float = 1.0,
     predictor_order: int = 3, corrector_order: int = 4, use_pece: bool = False,
     tau_func: Callable[[torch.Tensor], float] | None = None, schedule: DiscreteSchedule | None = None,
+    simple_order_2: bool = False,
 ) -> torch.Tensor:
     """SA-Solver; ``tau_func`` defaults to :func:`tau_window` on ``schedule`` (the model's)."""
     if len(sigmas) <= 1:
@@ -96,7 +116,8 @@ def sample_sa_solver(
         if n_correct == 0:
             x = x_pred
         else:
-            weights = adams_weights(sigmas[i], lambdas[i - n_correct + 1:i + 1], lambdas[i - 1], lambdas[i], tau)
+            weights = adams_weights(sigmas[i], lambdas[i - n_correct + 1:i + 1], lambdas[i - 1], lambdas[i], tau,
+                                    simple_order_2, corrector=True)
             x = sigmas[i] / sigmas[i - 1] * (-(tau**2) * h).exp() * x + _combine(history[-n_correct:], weights)
             if tau > 0 and s_noise > 0:
                 x = x + noise
@@ -108,7 +129,8 @@ def sample_sa_solver(
             x_pred = denoised
             continue
         tau = tau_func(sigmas[i + 1])
-        weights = adams_weights(sigmas[i + 1], lambdas[i - n_predict + 1:i + 1], lambdas[i], lambdas[i + 1], tau)
+        weights = adams_weights(sigmas[i + 1], lambdas[i - n_predict + 1:i + 1], lambdas[i], lambdas[i + 1], tau,
+                                simple_order_2)
         h = lambdas[i + 1] - lambdas[i]
         x_pred = sigmas[i + 1] / sigmas[i] * (-(tau**2) * h).exp() * x + _combine(history[-n_predict:], weights)
         if tau > 0 and s_noise > 0:
@@ -122,8 +144,8 @@ def sample_sa_solver_pece(
     model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: Mapping[str, Any] | None = None,
     callback: StepCallback | None = None, noise_sampler: NoiseSampler | None = None, s_noise: float = 1.0,
     predictor_order: int = 3, corrector_order: int = 4, tau_func: Callable[[torch.Tensor], float] | None = None,
-    schedule: DiscreteSchedule | None = None,
+    schedule: DiscreteSchedule | None = None, simple_order_2: bool = False,
 ) -> torch.Tensor:
     """SA-Solver in PECE mode (predict, evaluate, correct, evaluate): two model calls per step."""
     return sample_sa_solver(model, x, sigmas, extra_args, callback, noise_sampler, s_noise, predictor_order,
-                            corrector_order, True, tau_func, schedule)
+                            corrector_order, True, tau_func, schedule, simple_order_2)
