@@ -43,7 +43,7 @@ class MaskStats(io.ComfyNode):
                          inputs=[io.Mask.Input("mask")], outputs=[io.Float.Output()])
 
     @classmethod
-    def execute(cls, mask):
+    async def execute(cls, mask):  # V3 nodes may be async
         return io.NodeOutput(float(mask.mean()))
 
 

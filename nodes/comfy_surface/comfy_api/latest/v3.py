@@ -26,10 +26,6 @@ def _overrides(node: type, name: str) -> bool:
 def to_v1_class(node: type[io.ComfyNode]) -> tuple[str, type, str | None]:
     """``(node_id, V1 class, display name)`` for a V3 node class."""
     schema = node.define_schema()
-    required: dict[str, Any] = {}
-    optional: dict[str, Any] = {}
-    for item in schema.inputs:
-        (optional if item.optional else required)[item.id] = item.entry()
     hidden = {h.name: h.value for h in schema.hidden}
     outputs = list(schema.outputs)
 
@@ -48,8 +44,10 @@ def to_v1_class(node: type[io.ComfyNode]) -> tuple[str, type, str | None]:
 
     def run(self: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name in list(kwargs) if name in hidden}
+        from ....declaration import resolve_awaitable
+
         node.hidden = io.HiddenHolder(values)
-        out = node.execute(**kwargs)
+        out = resolve_awaitable(node.execute(**kwargs))  # execute may be async
         return _result(out, len(outputs))
 
     attrs: dict[str, Any] = {
