@@ -174,3 +174,22 @@ def test_core_class_attributes_packs_read(registry: NodeRegistry) -> None:
 
     (batch,) = LatentBatch().batch({"samples": torch.zeros(1, 4, 2, 2)}, {"samples": torch.ones(1, 4, 2, 2)})
     assert batch["samples"].shape == (2, 4, 2, 2)
+
+
+def test_lora_state_dict_applied_as_the_lora_loader_does(registry: NodeRegistry, parts: dict,
+                                                         tiny_sd15_path: Path) -> None:
+    from diffusion.lora.synthetic import write_lora
+
+    loras = Path(registry.services.folders.paths("loras")[0])
+    loras.mkdir(parents=True, exist_ok=True)
+    write_lora(loras / "pack_style.safetensors", base=tiny_sd15_path, rank=4, seed=3, kind="lora")
+    model, clip = parts["model"], parts["clip"]
+    ours_model, ours_clip = call(registry, "LoraLoader", model=model, clip=clip, lora_name="pack_style.safetensors",
+                                 strength_model=0.7, strength_clip=0.7)
+    pack_model, pack_clip = call(registry, "LoraFromStateDict", model=model, clip=clip,
+                                 lora_name="pack_style.safetensors", strength=0.7)
+    assert type(pack_model) is type(model) and pack_model.model is model.model
+    assert pack_model.weight_patches and set(pack_model.weight_patches) == set(ours_model.weight_patches)
+    assert pack_clip.weight_patches and set(pack_clip.weight_patches) == set(ours_clip.weight_patches)
+    assert [e.strength for e in next(iter(pack_model.weight_patches.values()))] == [0.7]
+    assert not model.weight_patches  # the input MODEL is unchanged

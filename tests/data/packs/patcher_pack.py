@@ -1,6 +1,9 @@
 """A pack that patches a MODEL through comfy.model_patcher, as guidance packs do."""
 
 import comfy.model_patcher
+import comfy.sd
+import comfy.utils
+import folder_paths
 
 
 class ScaledGuidance:
@@ -24,4 +27,22 @@ class ScaledGuidance:
         return (patched,)
 
 
-NODE_CLASS_MAPPINGS = {"ScaledGuidance": ScaledGuidance}
+class LoraFromStateDict:
+    """Loads a LoRA file itself and applies it with comfy.sd.load_lora_for_models."""
+
+    @classmethod
+    def INPUT_TYPES(s):
+        return {"required": {"model": ("MODEL",), "clip": ("CLIP",),
+                             "lora_name": (folder_paths.get_filename_list("loras"),),
+                             "strength": ("FLOAT", {"default": 1.0})}}
+
+    RETURN_TYPES = ("MODEL", "CLIP")
+    FUNCTION = "load"
+    CATEGORY = "test/packs"
+
+    def load(self, model, clip, lora_name, strength):
+        lora = comfy.utils.load_torch_file(folder_paths.get_full_path_or_raise("loras", lora_name), safe_load=True)
+        return comfy.sd.load_lora_for_models(model, clip, lora, strength, strength)
+
+
+NODE_CLASS_MAPPINGS = {"ScaledGuidance": ScaledGuidance, "LoraFromStateDict": LoraFromStateDict}
