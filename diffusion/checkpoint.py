@@ -1,10 +1,12 @@
 """Load single-file Stable Diffusion checkpoints (and separate VAE files) offline.
 
 Reading is lazy: a ``.safetensors`` header is parsed (and checked against the file's
-length) without touching the data; each tensor is then read on its own with a positioned
-read into a fresh buffer and cast to the target dtype before the next is read, into models
-built on the meta device (``assign=True``). No full copy of the file exists in RAM beside
-the model, and no memory map either (mapped pages count as resident memory too).
+length) without touching the data; the file is then memory-mapped (privately: pages are
+shared with the page cache until written, as an in-place LoRA patch does) and each tensor
+is a view of the map, cast to the target dtype (the one copy, only when the dtypes differ)
+before the next is taken, into models built on the meta device (``assign=True``). No
+second copy of the file exists beside the model. Unaligned tensors, and files that cannot
+be mapped, are read with a positioned read into a fresh buffer instead.
 ``.ckpt``/``.pt``/``.pth``/``.bin`` files go through ``torch.load(weights_only=True)`` (no
 code in a pickle is ever run); anything else is refused. Every problem with a file is a
 :class:`CheckpointError` with a one-line reason.
@@ -19,6 +21,7 @@ our synthetic files write); for SD2.x non-inpainting models ComfyUI's own test (
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import pickle
 import warnings
@@ -91,6 +94,10 @@ class TensorFile:
         if unknown:
             raise CheckpointError(f"{self.path.name}: unsupported tensor dtype {unknown[0]}")
         self._handle = self._stack.enter_context(self.path.open("rb"))
+        try:  # a private map: tensors share the page cache's pages (no copy) until something writes to them
+            self._map: mmap.mmap | None = mmap.mmap(self._handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):
+            self._map = None
 
     def _read_safetensors_header(self) -> dict[str, Any]:
         """The JSON header, checked for shape and against the file's length (so a cut-off file is caught up front)."""
@@ -145,8 +152,16 @@ class TensorFile:
         return tensor
 
     def _read_safetensor(self, key: str) -> torch.Tensor:
-        """Read one tensor's bytes straight into its own buffer (no mmap: resident memory is the model only)."""
+        """One tensor: a view of the file's memory map when it is aligned for its dtype, else read
+        straight into its own buffer (a positioned read, as fast)."""
         start, end = self._offsets[key]
+        dtype = _SAFETENSORS_DTYPES[self.dtypes[key]]
+        offset = self._data_start + start
+        if self._map is not None and end > start and offset % dtype.itemsize == 0:
+            with warnings.catch_warnings():  # the private map is writable: torch's read-only warning does not apply
+                warnings.simplefilter("ignore")
+                flat = torch.frombuffer(self._map, dtype=dtype, count=(end - start) // dtype.itemsize, offset=offset)
+            return flat.reshape(self.shapes[key])
         buffer = torch.empty(end - start, dtype=torch.uint8)
         self._handle.seek(self._data_start + start)
         if self._handle.readinto(memoryview(buffer.numpy())) != end - start:
@@ -158,9 +173,10 @@ class TensorFile:
         return {k: self.get(k, dtype) for k in self.shapes if k.startswith(prefix)}
 
     def close(self) -> None:
-        """Release the file."""
+        """Release the file (the map itself goes once no tensor that views it is left)."""
         self._stack.close()
         self._loaded = None
+        self._map = None
 
     def __enter__(self) -> TensorFile:
         return self
