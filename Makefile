@@ -35,6 +35,7 @@ serve: $(STAMP) models
 .PHONY: models
 models: $(STAMP)
 	$(BIN)/python -m nodes.default_model
+	$(MAKE) --no-print-directory tiny-transformer-models
 
 # The T5 tokenizer's vocabulary (SD3, Flux): data files of the diffsynth 1.1.8 wheel (Apache-2.0),
 # installed without its dependencies (they would pull torchvision) and never imported.
@@ -43,6 +44,15 @@ $(T5_STAMP): $(STAMP)
 	$(BIN)/pip install -q --no-deps diffsynth==1.1.8
 	touch $(T5_STAMP)
 models: $(T5_STAMP)
+
+# Tiny random SD3.5 and Flux schnell checkpoints for workflows/sd35.json and workflows/flux_schnell.json,
+# made after the demo model so that an empty checkpoint folder still gets the demo first.
+TINY_TRANSFORMERS := models/checkpoints/noodlebox-tiny-sd35.safetensors \
+	models/checkpoints/noodlebox-tiny-flux-schnell.safetensors
+.PHONY: tiny-transformer-models
+tiny-transformer-models: $(TINY_TRANSFORMERS)
+models/checkpoints/noodlebox-tiny-%.safetensors: | $(STAMP)
+	$(BIN)/noodlebox make-checkpoint --arch $* $@
 
 # A ControlNet and a T2I-Adapter made for the demo checkpoint (workflows/controlnet.json).
 CONTROL_BASE := models/demo/noodlebox-demo-shapes.safetensors

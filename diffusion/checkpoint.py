@@ -276,6 +276,10 @@ def load_checkpoint(
     device = torch.device(device)
     dtypes = precision if isinstance(precision, Precision) else resolve_precision(precision, device)
     with TensorFile(path) as file, _as_checkpoint_errors(file.path.name):
+        from diffusion.families import loader as transformer_loader  # SD3/Flux; it builds on this module
+
+        if transformer_loader.detect_transformer(file.shapes) is not None:
+            return transformer_loader.load_open_checkpoint(file, dtypes, device, set(parts))  # type: ignore[return-value]
         return _load_parts(file, dtypes, device, prediction, set(parts))
 
 

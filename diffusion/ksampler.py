@@ -85,7 +85,8 @@ def run_sampler(
     device = model.device
     noise = noise.to(device)
     latent = samples.to(device).float()
-    latent = process_latent_in(latent, model.latent_scale)
+    shift = getattr(model, "latent_shift", 0.0)  # SD3/Flux latents are shifted, then scaled
+    latent = process_latent_in(latent - shift if shift and latent.any() else latent, model.latent_scale)
     denoise_mask = None
     if noise_mask is not None:
         denoise_mask = prepare_denoise_mask(noise_mask.to(device), latent.shape)
@@ -99,4 +100,4 @@ def run_sampler(
     with torch.no_grad():
         result = sample(denoiser, noise, latent, sigmas.to(device), sampler_name, seed, callback=step_callback,
                         denoise_mask=denoise_mask, schedule=model.schedule, model_options=model.options)
-    return process_latent_out(result.float(), model.latent_scale).cpu()
+    return (process_latent_out(result.float(), model.latent_scale) + shift).cpu()

@@ -119,6 +119,8 @@ def attach_file_sources(loaded: LoadedCheckpoint) -> bool:
     path = Path(loaded.path)
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES or not path.is_file():
         return False
+    if loaded.arch not in TEXT_LAYOUTS:  # SD3/Flux (diffusion.families): their patches keep originals in memory
+        return False
     file, lock = TensorFile(path), threading.Lock()
     if loaded.unet is not None:
         module = loaded.unet.model

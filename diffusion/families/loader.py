@@ -178,6 +178,16 @@ class LoadedTransformerCheckpoint:
     clip: FlowTextEncoder | None
     vae: VAEModel | None
 
+    @property
+    def unet(self) -> TransformerModel | None:
+        """The MODEL, under the name ``diffusion.models.LoadedCheckpoint`` gives it."""
+        return self.model
+
+    @property
+    def arch(self) -> str:
+        """The family (``sd3`` / ``flux``)."""
+        return self.layout.family
+
 
 def _detect_or_fail(file: TensorFile) -> TransformerLayout:
     layout = detect_transformer(file.shapes)
@@ -189,21 +199,26 @@ def _detect_or_fail(file: TensorFile) -> TransformerLayout:
 def load_transformer_checkpoint(path: str | os.PathLike[str], *, precision: str | Precision = "auto",
                                 device: torch.device | str = "cpu",
                                 parts: tuple[str, ...] = ("model", "clip", "vae")) -> LoadedTransformerCheckpoint:
-    """Load an all-in-one SD3/Flux checkpoint's transformer, text encoders and VAE."""
+    """Load an all-in-one SD3/Flux checkpoint's transformer (``model``), text encoders and VAE."""
     device = torch.device(device)
-    dtypes = _dtypes(precision, device)
     with TensorFile(path) as file, _as_checkpoint_errors(file.path.name):
-        layout = _detect_or_fail(file)
-        model = load_transformer(file, layout, dtypes.unet, device) if "model" in parts else None
-        clip = None
-        if "clip" in parts and layout.text:
-            encoders = {slot: (load_t5(file, p, dtypes.text, device) if slot == "t5xxl"
-                               else load_clip(file, p, slot, dtypes.text, device)) for slot, p in layout.text.items()}
-            clip = FlowTextEncoder(layout.family, encoders.get("clip_l"), encoders.get("clip_g"), encoders.get("t5xxl"))
-        vae = None
-        if "vae" in parts and layout.vae_prefix is not None:
-            vae = load_vae16(file, layout.vae_prefix, layout.family, dtypes.vae, device)
-        return LoadedTransformerCheckpoint(str(file.path), layout, model, clip, vae)
+        return load_open_checkpoint(file, _dtypes(precision, device), device, set(parts))
+
+
+def load_open_checkpoint(file: TensorFile, dtypes: Precision, device: torch.device,
+                         parts: set[str]) -> LoadedTransformerCheckpoint:
+    """The asked-for parts (``model`` or ``unet``, ``clip``, ``vae``) of an open SD3/Flux checkpoint."""
+    layout = _detect_or_fail(file)
+    model = load_transformer(file, layout, dtypes.unet, device) if parts & {"model", "unet"} else None
+    clip = None
+    if "clip" in parts and layout.text:
+        encoders = {slot: (load_t5(file, p, dtypes.text, device) if slot == "t5xxl"
+                           else load_clip(file, p, slot, dtypes.text, device)) for slot, p in layout.text.items()}
+        clip = FlowTextEncoder(layout.family, encoders.get("clip_l"), encoders.get("clip_g"), encoders.get("t5xxl"))
+    vae = None
+    if "vae" in parts and layout.vae_prefix is not None:
+        vae = load_vae16(file, layout.vae_prefix, layout.family, dtypes.vae, device)
+    return LoadedTransformerCheckpoint(str(file.path), layout, model, clip, vae)
 
 
 def load_diffusion_model(path: str | os.PathLike[str], *, precision: str | Precision = "auto",

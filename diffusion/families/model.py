@@ -58,29 +58,85 @@ class TransformerModel:
         """A new MODEL value on the same base module, with its own patch list and options."""
         return dataclasses.replace(self, weight_patches=dict(self.weight_patches), options=clone_options(self.options))
 
+    @property
+    def arch(self) -> str:
+        """The family under the name the sampler reads (``sd3`` / ``flux``)."""
+        return self.family
+
+    @property
+    def adm_channels(self) -> int:
+        """Pooled width plus six 256-wide slots: the sampler then hands the pooled output over as ``text_embeds``."""
+        return int(self.config["pooled_projection_dim"]) + 6 * 256
+
+    @property
+    def in_channels(self) -> int:
+        """Latent channels the model takes (UNetModel's name for it)."""
+        return self.latent_channels
+
+    @property
+    def context_dim(self) -> int:
+        """Width of the text conditioning the model attends to."""
+        return int(self.config["joint_attention_dim"])
+
+    @property
+    def inpaint(self) -> bool:
+        """Transformer models here take no inpainting channels."""
+        return False
+
     @contextmanager
     def use(self) -> Iterator[nn.Module]:
-        """The base module with this value's weight patches applied."""
+        """The transformer with this value's weight patches applied, callable as the sampler calls a UNet."""
         with patched_weights(self.model, self.weight_patches) as module:
-            yield module
+            yield _UNetCall(module, self)
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
                  guidance: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted velocity (``noise - x0``) for latents ``x`` [B, 16, H, W] at ``sigma`` [B]."""
-        if x.shape[1] != self.latent_channels:
-            raise ValueError(f"this {self.family} model takes {self.latent_channels}-channel latents, "
+        with torch.no_grad(), self.use() as call:
+            return call.forward_flow(x, self.schedule.timestep(sigma), cond, pooled, guidance)
+
+
+class _UNetCall(nn.Module):
+    """The transformer behind the sampler's UNet call: ``(x, timestep, encoder_hidden_states=...,
+    added_cond_kwargs={"text_embeds": pooled})`` -> ``(velocity,)``."""
+
+    def __init__(self, module: nn.Module, owner: TransformerModel) -> None:
+        super().__init__()
+        self.inner = module
+        self._owner = [owner]  # a list keeps it out of nn.Module's registry
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                added_cond_kwargs: Mapping[str, torch.Tensor] | None = None, return_dict: bool = False,
+                **_: Any) -> tuple[torch.Tensor]:
+        """One call as a diffusers UNet is called; the pooled output rides in ``text_embeds``."""
+        owner = self._owner[0]
+        pooled = (added_cond_kwargs or {}).get("text_embeds")
+        if pooled is None:
+            pooled = torch.zeros(x.shape[0], owner.config["pooled_projection_dim"])
+        guidance = (added_cond_kwargs or {}).get("guidance")
+        return (self.forward_flow(x, timestep, encoder_hidden_states, pooled, guidance),)
+
+    def forward_flow(self, x: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
+                     guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """The velocity for ``x`` at model timestep ``timestep`` (sigma times the multiplier)."""
+        owner = self._owner[0]
+        if x.shape[1] != owner.latent_channels:
+            raise ValueError(f"this {owner.family} model takes {owner.latent_channels}-channel latents, "
                              f"got {x.shape[1]} channels (a latent from another model family?)")
-        timestep = self.schedule.timestep(sigma).to(self.dtype)
-        args = {"encoder_hidden_states": cond.to(self.dtype), "pooled_projections": pooled.to(self.dtype)}
-        with torch.no_grad(), self.use() as module:
-            if self.family == "sd3":
-                return module(hidden_states=x.to(self.dtype), timestep=timestep, **args).sample.to(x.dtype)
-            if self.config.get("guidance_embeds"):
-                args["guidance"] = (guidance if guidance is not None else torch.full_like(sigma, 3.5)).to(self.dtype)
-            packed, img_ids = pack_latents(x.to(self.dtype))
-            txt_ids = torch.zeros(cond.shape[1], 3, dtype=self.dtype)
-            out = module(hidden_states=packed, timestep=timestep, img_ids=img_ids, txt_ids=txt_ids, **args).sample
-            return unpack_latents(out, x.shape).to(x.dtype)
+        dtype = owner.dtype
+        timestep = torch.as_tensor(timestep, device=x.device).to(dtype).reshape(-1).expand(x.shape[0])
+        args = {"encoder_hidden_states": cond.to(dtype), "pooled_projections": pooled.to(x.device, dtype)}
+        if owner.family == "sd3":
+            return self.inner(hidden_states=x.to(dtype), timestep=timestep, **args).sample.to(x.dtype)
+        if owner.config.get("guidance_embeds"):
+            # Flux dev's distilled guidance; ComfyUI's default when the conditioning sets none is 3.5.
+            value = guidance if guidance is not None else torch.full((x.shape[0],), 3.5)
+            args["guidance"] = value.to(x.device, dtype)
+        packed, img_ids = pack_latents(x.to(dtype))
+        txt_ids = torch.zeros(cond.shape[1], 3, dtype=dtype, device=x.device)
+        out = self.inner(hidden_states=packed, timestep=timestep, img_ids=img_ids.to(x.device), txt_ids=txt_ids,
+                         **args).sample
+        return unpack_latents(out, x.shape).to(x.dtype)
 
 
 def pack_latents(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,9 +224,15 @@ class FlowTextEncoder:
         width = self.t5.config.d_model if self.t5 is not None else T5_WIDTH  # CLIP features pad to T5's width
         return _sd3_conditioning(encoded, t5, width)
 
-    def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode one prompt for every stream."""
-        return self.encode_tokens(self.tokenize(text))
+    @property
+    def cond_hooks(self) -> None:
+        """No conditioning hooks (``SetClipHooks`` is for CLIP values)."""
+        return None
+
+    def encode(self, text: str, clip_skip: int | None = None,
+               embedding_dirs: Sequence[str] | None = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode one prompt for every stream (``CLIPTextEncode``); ``clip_skip`` does not apply here."""
+        return self.encode_tokens(self.tokenize(text, embedding_dirs))
 
 
 def _sd3_conditioning(encoded: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]],
