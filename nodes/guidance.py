@@ -106,3 +106,17 @@ def FreSca(
     from diffusion.guidance.patches import fresca
 
     return _with_hook(model, "sampler_pre_cfg_function", fresca(scale_low, scale_high, freq_cutoff))
+
+
+@node(category="_for_testing", display_name="Differential Diffusion")
+def DifferentialDiffusion(
+    model: Annotated[Model, Input()],
+    strength: Annotated[float, Range(0.0, 1.0, step=0.01), Input(optional=True)] = 1.0,
+) -> _ModelOut:
+    """Inpaints with a soft mask as a schedule: each step changes only where the mask exceeds its progress."""
+    from diffusion.guidance.patches import differential_diffusion
+    from diffusion.patching import set_model_option
+
+    patched = _model(model).clone()
+    set_model_option(patched.options, "denoise_mask_function", differential_diffusion(strength))
+    return patched

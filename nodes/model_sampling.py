@@ -199,3 +199,24 @@ def SamplingPercentToSigma(
         if sampling_percent >= 1.0:
             return float(schedule.sigma_min)
     return float(schedule.percent_to_sigma(sampling_percent))
+
+
+_SAMPLING_TYPES = ("eps", "v_prediction", "lcm", "x0", "img_to_img")
+_PREDICTIONS = {"eps": "eps", "v_prediction": "v", "x0": "x0"}
+
+
+@node(category="advanced/model", display_name="ModelSamplingDiscrete")
+def ModelSamplingDiscrete(
+    model: Model,
+    sampling: Annotated[str, OneOf(_SAMPLING_TYPES)],
+    zsnr: bool = False,
+) -> Annotated[Model, Output("MODEL")]:
+    """Samples the model as another prediction type (eps, v, x0), optionally on a zero-terminal-SNR schedule."""
+    from diffusion.sampling import DiscreteSchedule
+
+    if sampling not in _PREDICTIONS:
+        raise ValueError(f"ModelSamplingDiscrete: sampling {sampling!r} is not supported yet "
+                         f"(supported: {', '.join(_PREDICTIONS)})")
+    patched = _model(model).clone()
+    patched.schedule = DiscreteSchedule(prediction=_PREDICTIONS[sampling], zsnr=zsnr)  # type: ignore[arg-type]
+    return patched

@@ -178,3 +178,25 @@ def fresca(scale_low: float, scale_high: float, freq_cutoff: int) -> Hook:
         return [filtered + uncond, uncond, *outputs[2:]]
 
     return pre_cfg
+
+
+def differential_diffusion(strength: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor, Mapping[str, Any]], Any]:
+    """A ``denoise_mask_function``: each step regenerates only where the mask is above the step's progress.
+
+    The threshold runs from 1 at the first sigma to 0 at the last (timestep-linear), so a
+    soft mask becomes a schedule of hard ones; ``strength`` < 1 blends that with the soft mask.
+    """
+
+    def mask_function(sigma: torch.Tensor, mask: torch.Tensor, extra: Mapping[str, Any]) -> torch.Tensor:
+        schedule, sigmas = extra["schedule"], extra["sigmas"]
+        sigma_to = max(float(schedule.sigma_min), float(sigmas[-1]))
+        ts_from = schedule.timestep(sigmas[0].reshape(1).cpu())
+        ts_to = schedule.timestep(torch.tensor([sigma_to]))
+        current = schedule.timestep(sigma[:1].cpu())
+        threshold = ((current - ts_to) / (ts_from - ts_to)).to(mask.device)
+        binary = (mask >= threshold).to(mask.dtype)
+        if strength and strength < 1:
+            return strength * binary + (1 - strength) * mask
+        return binary
+
+    return mask_function

@@ -69,7 +69,7 @@ def sample(
     entry = get_sampler(sampler_name)
     schedule = schedule or DiscreteSchedule()
     sigmas = sigmas.to(noise.device)
-    model = _as_model(denoiser, latent, noise, denoise_mask, entry, seed)
+    model = _as_model(denoiser, latent, noise, denoise_mask, entry, seed, sigmas, schedule)
     x = schedule.noise_scaling(sigmas[0], noise, latent, schedule.is_max_denoise(sigmas))
     noise_sampler = _noise_sampler(entry, x, sigmas, seed)
     options = dict(sampler_options or {})
@@ -110,9 +110,13 @@ def _noise_sampler(entry: SamplerEntry, x: torch.Tensor, sigmas: torch.Tensor, s
 
 def _as_model(
     denoiser: DenoiseFn, latent: torch.Tensor, noise: torch.Tensor, denoise_mask: torch.Tensor | None,
-    entry: SamplerEntry, seed: int,
+    entry: SamplerEntry, seed: int, sigmas: torch.Tensor, schedule: DiscreteSchedule,
 ) -> Callable[..., torch.Tensor]:
-    """The sampler's ``model(x, sigma, **extra_args)``: the denoiser, with inpaint blending when masked."""
+    """The sampler's ``model(x, sigma, **extra_args)``: the denoiser, with inpaint blending when masked.
+
+    A ``denoise_mask_function`` in the call's options (DifferentialDiffusion) gets
+    ``(sigma, mask, {"sigmas", "schedule", "model"})`` and returns the mask of that step.
+    """
 
     def call(x: torch.Tensor, sigma: torch.Tensor, model_options: dict[str, Any] | None = None) -> torch.Tensor:
         if model_options:
@@ -131,8 +135,13 @@ def _as_model(
 
     def model(x: torch.Tensor, sigma: torch.Tensor, model_options: dict[str, Any] | None = None,
               **_: Any) -> torch.Tensor:
+        step_mask, step_keep = mask, keep
+        mask_function = (model_options or {}).get("denoise_mask_function")
+        if mask_function is not None:
+            step_mask = mask_function(sigma, mask, {"sigmas": sigmas, "schedule": schedule, "model": None})
+            step_keep = 1.0 - step_mask
         sigma_b = sigma.reshape([sigma.shape[0]] + [1] * (noise.ndim - 1))
-        x = x * mask + (inpaint_noise * sigma_b + latent) * keep
-        return call(x, sigma, model_options) * mask + latent * keep
+        x = x * step_mask + (inpaint_noise * sigma_b + latent) * step_keep
+        return call(x, sigma, model_options) * step_mask + latent * step_keep
 
     return model

@@ -13,7 +13,9 @@ from typing import Literal
 
 import torch
 
-Prediction = Literal["eps", "v"]
+Prediction = Literal["eps", "v", "x0"]
+#: The last cumulative alpha of a zero-terminal-SNR table (ComfyUI's stand-in for 0, which has no sigma).
+ZSNR_LAST_ALPHA_BAR = 4.8973451890853435e-08
 
 
 class DiscreteSchedule:
@@ -28,12 +30,20 @@ class DiscreteSchedule:
         linear_end: float = 0.012,
         timesteps: int = 1000,
         prediction: Prediction = "eps",
+        zsnr: bool = False,
     ) -> None:
-        """Build the table for LDM's "linear" beta schedule (SD1.x and SDXL defaults)."""
+        """Build the table for LDM's "linear" beta schedule (SD1.x and SDXL defaults).
+
+        ``prediction`` is what the UNet outputs (noise, v or the clean latent); ``zsnr``
+        rescales the table to zero terminal SNR (ModelSamplingDiscrete's option).
+        """
         betas = torch.linspace(math.sqrt(linear_start), math.sqrt(linear_end), timesteps, dtype=torch.float64) ** 2
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         sigmas64 = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        if zsnr:
+            sigmas64 = rescale_zero_terminal_snr(sigmas64)
         self.prediction: Prediction = prediction
+        self.zsnr = zsnr
         self.sigmas = sigmas64.float()
         # ComfyUI logs the float64 sigmas, not the float32 ones: the two differ in the last bit.
         self.log_sigmas = sigmas64.log().float()
@@ -85,6 +95,8 @@ class DiscreteSchedule:
         sigma = broadcast_sigma(sigma, x.ndim)
         if prediction == "eps":
             return x - model_output * sigma
+        if prediction == "x0":
+            return model_output
         if prediction == "v":
             return x * 1.0 / (sigma**2 + 1.0) - model_output * sigma / (sigma**2 + 1.0) ** 0.5
         raise ValueError(f"unknown prediction type {prediction!r}")
@@ -103,6 +115,20 @@ class DiscreteSchedule:
         sigma = broadcast_sigma(torch.as_tensor(sigma), noise.ndim)
         scaled = noise * torch.sqrt(1.0 + sigma**2.0) if max_denoise else noise * sigma
         return scaled + latent
+
+
+def rescale_zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
+    """A sigma table shifted and scaled in ``sqrt(alpha_bar)`` so that its last step has (almost) zero SNR.
+
+    Lin et al. 2023 ("Common diffusion noise schedules and sample steps are flawed"); the
+    last alpha_bar is :data:`ZSNR_LAST_ALPHA_BAR` instead of 0, as in ComfyUI.
+    """
+    alphas_bar_sqrt = (1 / (sigmas * sigmas + 1)).sqrt()
+    first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * (first / (first - last))
+    alphas_bar = alphas_bar_sqrt**2
+    alphas_bar[-1] = ZSNR_LAST_ALPHA_BAR
+    return ((1 - alphas_bar) / alphas_bar) ** 0.5
 
 
 def process_latent_in(latent: torch.Tensor, scale_factor: float) -> torch.Tensor:

@@ -336,3 +336,30 @@ def test_sigma_tools(registry: NodeRegistry, ckpt: LoadedCheckpoint) -> None:
     (middle,) = run(registry, "SamplingPercentToSigma", model=ckpt.unet, sampling_percent=0.5,
                     return_actual_sigma=False)
     assert middle == ckpt.unet.schedule.percent_to_sigma(0.5)
+
+
+def test_model_sampling_discrete(registry: NodeRegistry, ckpt: LoadedCheckpoint) -> None:
+    (eps,) = run(registry, "ModelSamplingDiscrete", model=ckpt.unet, sampling="eps", zsnr=False)
+    assert eps is not ckpt.unet and ckpt.unet.schedule.prediction == "eps"
+    (sigmas,) = run(registry, "BasicScheduler", model=ckpt.unet, scheduler="karras", steps=2, denoise=1.0)
+
+    def sample(model: Any) -> torch.Tensor:
+        (guider,) = run(registry, "CFGGuider", model=model, positive=conds(1), negative=conds(2), cfg=3.0)
+        (noise,) = run(registry, "RandomNoise", noise_seed=7)
+        (choice,) = run(registry, "KSamplerSelect", sampler_name="euler")
+        out, _ = run(registry, "SamplerCustomAdvanced", noise=noise, guider=guider, sampler=choice, sigmas=sigmas,
+                     latent_image=LATENT)
+        return out["samples"]
+
+    plain = sample(ckpt.unet)
+    assert torch.equal(sample(eps), plain)
+    (v,) = run(registry, "ModelSamplingDiscrete", model=ckpt.unet, sampling="v_prediction", zsnr=False)
+    (x0,) = run(registry, "ModelSamplingDiscrete", model=ckpt.unet, sampling="x0", zsnr=False)
+    assert v.schedule.prediction == "v" and x0.schedule.prediction == "x0"
+    assert not torch.allclose(sample(v), plain) and not torch.allclose(sample(x0), plain)
+    (zsnr,) = run(registry, "ModelSamplingDiscrete", model=ckpt.unet, sampling="v_prediction", zsnr=True)
+    # Zero terminal SNR: the last alpha_bar is ComfyUI's 4.897e-8, so sigma_max is about 4519; the start is kept.
+    assert float(zsnr.schedule.sigma_max) == pytest.approx(4518.8, rel=1e-3)
+    assert float(zsnr.schedule.sigma_min) == pytest.approx(float(ckpt.unet.schedule.sigma_min), rel=1e-3)
+    with pytest.raises(ValueError, match="not supported"):
+        run(registry, "ModelSamplingDiscrete", model=ckpt.unet, sampling="lcm", zsnr=False)

@@ -118,3 +118,22 @@ def test_hooks_reach_cfg_pp_samplers_and_cfg_one(registry: NodeRegistry, ckpt: L
     # At cfg 1 the negative pass is skipped; a post-CFG hook still runs (on zeros for the negative).
     (eps,) = run(registry, "Epsilon Scaling", model=ckpt.unet, scaling_factor=1.05)
     assert not torch.allclose(sample(registry, eps, cfg=1.0), sample(registry, ckpt.unet, cfg=1.0), atol=1e-4)
+
+
+def _inpaint(registry: NodeRegistry, model: Any, mask: torch.Tensor) -> torch.Tensor:
+    latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(9)), "noise_mask": mask}
+    (out,) = run(registry, "KSampler", model=model, seed=3, steps=3, cfg=4.0, sampler_name="euler",
+                 scheduler="karras", positive=conds(1), negative=conds(2), latent_image=latent, denoise=1.0)
+    return out["samples"]
+
+
+def test_differential_diffusion_turns_a_soft_mask_into_a_schedule(registry: NodeRegistry,
+                                                                  ckpt: LoadedCheckpoint) -> None:
+    (patched,) = run(registry, "DifferentialDiffusion", model=ckpt.unet, strength=1.0)
+    ones = torch.ones(1, 8, 8)
+    assert torch.equal(_inpaint(registry, patched, ones), _inpaint(registry, ckpt.unet, ones))  # full mask: no change
+    soft = torch.linspace(0, 1, 64).reshape(1, 8, 8)
+    differential = _inpaint(registry, patched, soft)
+    assert not torch.allclose(differential, _inpaint(registry, ckpt.unet, soft), atol=1e-4)
+    (half,) = run(registry, "DifferentialDiffusion", model=ckpt.unet, strength=0.5)
+    assert not torch.equal(_inpaint(registry, half, soft), differential)
