@@ -32,6 +32,7 @@ from diffusion.control.inject import adapter_hooks, call_residuals, check_chain,
 from diffusion.control.models import Control
 from diffusion.models import UNetModel
 from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
+from diffusion.unet_patches.attention import attention_patches
 
 #: Latent values of a pixel-space "zero" (mid grey) image, model space: what an SD inpainting
 #: model sees as the masked image when no mask and no image are given (ComfyUI's values).
@@ -347,7 +348,8 @@ class Denoiser:
             kwargs["added_cond_kwargs"] = {k: v.to(unet.device) for k, v in added_cond_kwargs.items()}
         if residuals is not None:
             kwargs.update(controlnet_kwargs(residuals, unet.dtype, unet.device))
-        with torch.no_grad(), unet.use() as module, adapter_hooks(module, residuals):  # weight patches kept applied
+        with torch.no_grad(), unet.use() as module, adapter_hooks(module, residuals), \
+                attention_patches(module, transformer_options):  # weight patches kept applied
             out = module(model_in.to(unet.device, unet.dtype), timesteps,
                          encoder_hidden_states=c_crossattn.to(unet.device, unet.dtype),
                          return_dict=False, **kwargs)[0]

@@ -1,0 +1,25 @@
+"""UNet attention patch nodes: perturbed-attention guidance (and the other attention patches of issue 14).
+
+Each returns a clone of the MODEL with attention patches or a post-CFG hook in its options
+(``diffusion.unet_patches.attention``); the model given is never changed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from .api import Model, Range, node
+
+
+@node(category="model_patches/unet")
+def PerturbedAttentionGuidance(
+    model: Model, scale: Annotated[float, Range(0.0, 100.0, step=0.01, round=0.01)] = 3.0,
+) -> Model:
+    """Perturbed-attention guidance: steers away from a prediction whose middle-block self-attention is disabled."""
+    from diffusion.patching import append_model_option, set_model_option
+    from diffusion.unet_patches.attention import perturbed_attention_guidance
+
+    out = model.clone()
+    append_model_option(out.options, "sampler_post_cfg_function", perturbed_attention_guidance(scale))
+    set_model_option(out.options, "disable_cfg1_optimization", True)
+    return out

@@ -1,0 +1,98 @@
+"""Attention patch points on the UNet, and the nodes built on them: what each changes and what it leaves alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion.ksampler import ksample
+from diffusion.patching import add_model_patch, set_model_patch_replace
+from diffusion.unet_patches.attention import attention, attention_modules, spatial_transformers
+from nodes import attention_patches as A
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_sd15_path: Path):
+    from diffusion.checkpoint import load_checkpoint
+
+    return load_checkpoint(tiny_sd15_path, precision="fp32", device=torch.device("cpu"))
+
+
+def _sample(unet, clip, size: int = 8, cfg: float = 4.0) -> torch.Tensor:
+    cond, pooled = clip.encode("a red circle")
+    positive = [[cond, {"pooled_output": pooled}]]
+    negative = [[clip.encode("")[0], {"pooled_output": pooled}]]
+    return ksample(unet, 5, 3, cfg, "euler", "normal", positive, negative,
+                   {"samples": torch.zeros(1, 4, size, size)})["samples"]
+
+
+def _patched(unet, name: str, patch) -> object:
+    out = unet.clone()
+    add_model_patch(out.options, name, patch)
+    return out
+
+
+def test_a_no_op_patch_gives_the_image_bit_for_bit(loaded) -> None:
+    unet, clip = loaded.unet, loaded.clip
+    plain = _sample(unet, clip)
+    same = _patched(unet, "attn1_patch", lambda q, k, v, extra: (q, k, v))
+    add_model_patch(same.options, "attn2_output_patch", lambda out, extra: out)
+    assert torch.equal(_sample(same, clip), plain)
+    processors = [m.processor for _, _, m in attention_modules(unet.model)]
+    scaled = _patched(unet, "attn2_patch", lambda q, k, v, extra: (q, k, v * 2.0))
+    assert not torch.equal(_sample(scaled, clip), plain)
+    assert [m.processor for _, _, m in attention_modules(unet.model)] == processors  # put back after the call
+    assert unet.options == {} and torch.equal(_sample(unet, clip), plain)
+
+
+def test_extra_options_carry_the_ldm_block_numbers(loaded) -> None:
+    unet, clip = loaded.unet, loaded.clip
+    seen: list[tuple] = []
+
+    def record(q, k, v, extra):
+        seen.append((extra["block"], extra["block_index"], extra["transformer_index"], extra["n_heads"],
+                     extra["dim_head"], tuple(extra["original_shape"]), tuple(extra["cond_or_uncond"])))
+        assert q.shape[-1] == extra["n_heads"] * extra["dim_head"] or q.shape[-1] == k.shape[-1]
+        return q, k, v
+
+    _sample(_patched(unet, "attn1_patch", record), clip)
+    module = unet.model
+    per_level = module.config["layers_per_block"]
+    expected = [block for block, _ in spatial_transformers(module)]
+    calls = len(seen) // 3  # three steps
+    assert [s[0] for s in seen[:calls]] == expected
+    assert [s[2] for s in seen[:calls]] == list(range(calls))
+    assert expected[0] == ("input", 1) and ("middle", 0) in expected
+    assert all(b[0] != "output" or b[1] < len(module.up_blocks) * (per_level + 1) for b in expected)
+    assert seen[0][5] == (2, 4, 8, 8) and seen[0][6] in ((0, 1), (1, 0))
+
+
+def test_a_replacement_runs_only_at_its_key(loaded) -> None:
+    unet, clip = loaded.unet, loaded.clip
+    plain = _sample(unet, clip)
+    calls: list[tuple] = []
+
+    def plain_attention(q, k, v, extra):
+        calls.append(extra["block"])
+        return attention(q, k, v, extra["n_heads"])
+
+    same = unet.clone()
+    set_model_patch_replace(same.options, plain_attention, "attn1", "middle", 0, 0)
+    assert torch.equal(_sample(same, clip), plain)
+    assert calls and set(calls) == {("middle", 0)}
+    value = unet.clone()
+    set_model_patch_replace(value.options, lambda q, k, v, extra: q, "attn2", "middle", 0)
+    assert not torch.equal(_sample(value, clip), plain)
+
+
+def test_pag_changes_the_output_only_with_a_non_zero_scale(loaded) -> None:
+    unet, clip = loaded.unet, loaded.clip
+    plain = _sample(unet, clip)
+    assert torch.equal(_sample(A.PerturbedAttentionGuidance(unet, 0.0), clip), plain)
+    guided = _sample(A.PerturbedAttentionGuidance(unet, 3.0), clip)
+    assert guided.shape == plain.shape and not torch.equal(guided, plain)
+    assert unet.options == {}
