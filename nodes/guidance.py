@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from .api import Input, Model, Output, Range, node
+from .api import Conditioning, Input, Model, Output, Range, node
 from .sampling import _model
 
 _Patched = Annotated[Model, Output("patched_model")]
@@ -120,3 +120,15 @@ def DifferentialDiffusion(
     patched = _model(model).clone()
     set_model_option(patched.options, "denoise_mask_function", differential_diffusion(strength))
     return patched
+
+
+@node(category="advanced/conditioning", display_name="ConditioningSetTimestepRange")
+def ConditioningSetTimestepRange(
+    conditioning: Conditioning,
+    start: Annotated[float, Range(0.0, 1.0, step=0.001)] = 0.0,
+    end: Annotated[float, Range(0.0, 1.0, step=0.001)] = 1.0,
+) -> Annotated[Conditioning, Output("CONDITIONING")]:
+    """Applies the conditioning only between two fractions of the sampling (0 = first step, 1 = last)."""
+    from diffusion.conditioning import set_values
+
+    return set_values(conditioning, {"start_percent": start, "end_percent": end})

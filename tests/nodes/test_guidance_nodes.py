@@ -137,3 +137,18 @@ def test_differential_diffusion_turns_a_soft_mask_into_a_schedule(registry: Node
     assert not torch.allclose(differential, _inpaint(registry, ckpt.unet, soft), atol=1e-4)
     (half,) = run(registry, "DifferentialDiffusion", model=ckpt.unet, strength=0.5)
     assert not torch.equal(_inpaint(registry, half, soft), differential)
+
+
+def test_conditioning_set_timestep_range(registry: NodeRegistry, ckpt: LoadedCheckpoint) -> None:
+    (ranged,) = run(registry, "ConditioningSetTimestepRange", conditioning=conds(1), start=0.5, end=1.0)
+    assert ranged[0][1] == {"start_percent": 0.5, "end_percent": 1.0}
+    (full,) = run(registry, "ConditioningSetTimestepRange", conditioning=conds(1), start=0.0, end=1.0)
+
+    def with_positive(positive: Any) -> torch.Tensor:
+        (out,) = run(registry, "KSampler", model=ckpt.unet, seed=3, steps=3, cfg=4.0, sampler_name="euler",
+                     scheduler="karras", positive=positive, negative=conds(2), latent_image=LATENT, denoise=1.0)
+        return out["samples"]
+
+    assert torch.equal(with_positive(full), with_positive(conds(1)))
+    # The positive is left out of the early steps: the result changes.
+    assert not torch.allclose(with_positive(ranged), with_positive(conds(1)), atol=1e-4)
