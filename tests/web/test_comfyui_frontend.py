@@ -1,16 +1,18 @@
 """The official ComfyUI frontend (``serve --frontend comfyui``) against our server.
 
 The frontend is GPL-3.0 and ships as the optional extra ``noodlebox[comfyui-frontend]``
-(``make test-comfyui-frontend`` installs it); without it these tests skip. The workflow
-our editor saves (its default txt2img graph) is loaded into the official editor, queued
-with its Run button, and must come out as an image on disk, with no request leaving the
-machine.
+(``make test-comfyui-frontend`` installs it); without it these tests skip. The official
+editor is opened as a new user opens it, on a server with no settings saved: its own first
+screen (a blank graph under its templates browser, which our server fills with the
+demo-model txt2img template) is the starting point. The test clicks that template and the
+Run button, as a user would; nothing is injected into the page. The run must end as an image
+on disk and a successful ``/history`` entry, with no request leaving the machine.
+Screenshots of the first screen and of the finished run go to ``tests/artifacts/``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_editor import Editor, Server, require_nodes, start_server, stop_server, wait_until
+from web_editor import Server, start_server, stop_server, wait_until
 
 needs_frontend = pytest.mark.skipif(
     importlib.util.find_spec("comfyui_frontend_package") is None,
@@ -26,18 +28,14 @@ needs_frontend = pytest.mark.skipif(
     "make test-comfyui-frontend)",
 )
 
-#: A returning user's settings: no first-start templates browser over the canvas.
-FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True}
+#: The card of our demo-model template in the official templates browser (server/routes/frontend.py).
+DEMO_TEMPLATE_CARD = "[data-testid='template-workflow-noodlebox_txt2img']"
 
 
 @pytest.fixture(scope="module")
 def comfyui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second server serving the official frontend at /."""
     running = start_server(tmp_path_factory.mktemp("noodlebox-comfyui-fe"), "--frontend", "comfyui")
-    request = urllib.request.Request(
-        running.url + "/api/settings", data=json.dumps(FRONTEND_SETTINGS).encode(), method="POST"
-    )
-    urllib.request.urlopen(request, timeout=10).close()
     try:
         yield running
     finally:
@@ -64,54 +62,52 @@ def test_serves_the_official_frontend_and_its_settings_make_no_outside_call(comf
 
 
 @needs_frontend
-def test_our_default_workflow_runs_from_the_official_frontend(
-    page: Any, browser: Any, comfyui_server: Server, node_types: set[str]
+def test_a_new_user_runs_the_first_screen_template_from_the_official_frontend(
+    browser: Any, comfyui_server: Server, artifacts: Path
 ) -> None:
-    require_nodes(node_types)
-    # our editor (the session server) saves its default workflow, made small and quick
-    ours = Editor(page)
-    page.click("#default-button")
-    sampler = ours.node_ids("KSampler")[0]
-    ours.set_number(sampler, "steps", 2)
-    latent = ours.node_ids("EmptyLatentImage")[0]
-    ours.set_number(latent, "width", 64)
-    ours.set_number(latent, "height", 64)
-    workflow = ours.workflow()
-
-    context = browser.new_context(viewport={"width": 1600, "height": 900})
+    # a new user: no settings saved on the server, an empty browser profile
+    assert comfyui_server.get_json("/api/settings").get("Comfy.TutorialCompleted") is not True  # type: ignore[union-attr]
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
     official = context.new_page()
     outside: list[str] = []
     official.on(
         "request",
-        lambda request: outside.append(request.url)
-        if not request.url.startswith((comfyui_server.url, "data:", "blob:"))
-        else None,
+        lambda request: (
+            outside.append(request.url) if not request.url.startswith((comfyui_server.url, "data:", "blob:")) else None
+        ),
     )
     official.goto(comfyui_server.url + "/")
-    official.wait_for_function("() => window.app?.graph && window.app?.api", timeout=60_000)
-    official.wait_for_timeout(500)
-    overlay = official.locator("[data-testid='dialog-overlay']")
-    for _ in range(5):  # the first-start dialogs (templates browser) close with Escape
-        if not overlay.count():
-            break
-        official.keyboard.press("Escape")
-        official.wait_for_timeout(300)
-    # The frontend's own first-start graph (a Z-Image workflow with model download hints)
-    # makes it ask the model host about those files; that is the frontend's, not ours. From
-    # here on, with our workflow, nothing may leave the machine.
-    official.wait_for_timeout(1000)
-    outside.clear()
-    official.evaluate("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
+    # the first screen: the templates browser opens by itself and offers the demo template
+    card = official.locator(DEMO_TEMPLATE_CARD)
+    card.wait_for(state="visible", timeout=90_000)
+    official.wait_for_timeout(500)  # let the browser's fade-in end before the screenshot
+    official.screenshot(path=str(artifacts / "comfyui-frontend-first-screen.png"))
+    assert official.evaluate("() => window.app.graph.nodes.length") == 0  # a blank graph behind it
+    card.click()
+    official.wait_for_function("() => window.app.graph.nodes.length >= 7", timeout=30_000)
     loaded = official.evaluate("() => window.app.graph.serialize()")
-    assert sorted(n["type"] for n in loaded["nodes"]) == sorted(n["type"] for n in workflow["nodes"])
+    types = {node["type"] for node in loaded["nodes"]}
+    assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "SaveImage"} <= types
+    assert types <= set(comfyui_server.get_json("/api/object_info"))  # type: ignore[arg-type]
+    checkpoint = next(n for n in loaded["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    assert checkpoint["widgets_values"] == ["noodlebox-demo-shapes.safetensors"]
     official.locator("[data-testid='queue-button']").first.click()
     outputs = Path(comfyui_server.output_dir)
-    png = wait_until(lambda: sorted(outputs.glob("*.png")), timeout=120, what="the image the run saves")[0]
-    history = wait_until(lambda: comfyui_server.get_json("/api/history"), what="the history entry")
+    png = wait_until(lambda: sorted(outputs.glob("*.png")), timeout=180, what="the image the run saves")[0]
+    history = wait_until(lambda: comfyui_server.get_json("/api/history"), timeout=30, what="the history entry")
     entry = next(iter(history.values()))  # type: ignore[union-attr]
     assert entry["status"]["status_str"] == "success"
-    # the official editor sent its own conversion, with the workflow for the PNG
+    saved = [image for out in entry["outputs"].values() for image in out.get("images", [])]
+    assert [image["filename"] for image in saved] == [png.name]
+    # the official editor sent its own conversion of the template, with the workflow for the PNG
     assert entry["prompt"][3]["extra_pnginfo"]["workflow"]["nodes"]
+    # the finished run: the editor fetches the saved image to show it on the SaveImage node
+    official.wait_for_function(
+        "() => performance.getEntriesByType('resource').some((entry) => entry.name.includes('/view?'))",
+        timeout=30_000,
+    )
+    official.wait_for_timeout(1000)
+    official.screenshot(path=str(artifacts / "comfyui-frontend-finished-run.png"))
     context.close()
     assert png.stat().st_size > 0
     assert outside == [], f"the official frontend called outside the machine: {outside}"
