@@ -35,9 +35,9 @@ from diffusion.detect import ADM_EMBED_DIM, ADM_SIZE_EMBEDDINGS, TEXT_LAYOUTS, U
 from diffusion.models import Arch, Prediction
 
 ORIGIN = "noodlebox synthetic random weights"
-ARCHS = ("sd15", "sd15-inpaint", "sd15-ip2p", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd35", "flux-dev",
-         "flux-schnell")
-#: The transformer families, written by ``diffusion.families.synthetic`` (sizes tiny and small).
+ARCHS = ("sd15", "sd15-inpaint", "sd15-ip2p", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+#: The transformer families, written by ``diffusion.families.synthetic`` (sizes tiny and small);
+#: ``write_checkpoint`` takes them too.
 TRANSFORMER_ARCHS = ("sd35", "flux-dev", "flux-schnell")
 SIZES = ("tiny", "small", "full")
 

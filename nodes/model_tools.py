@@ -14,7 +14,11 @@ import torch
 
 from diffusion.checkpoint import CheckpointError, inspect_checkpoint
 from diffusion.precision import PRECISIONS
-from diffusion.synthetic import ARCHS, ORIGIN, SIZES, write_checkpoint
+from diffusion.synthetic import ARCHS as UNET_ARCHS
+from diffusion.synthetic import ORIGIN, SIZES, TRANSFORMER_ARCHS, write_checkpoint
+
+#: Every arch ``make-checkpoint`` writes: the UNet families and SD3.5 / Flux.
+ARCHS = UNET_ARCHS + TRANSFORMER_ARCHS
 
 #: dtypes a synthetic checkpoint can be written in (``auto`` is not a storage type).
 STORAGE_DTYPES = tuple(p for p in PRECISIONS if p != "auto")
@@ -64,6 +68,8 @@ MODEL_KINDS: dict[str, str] = {
     "upscale": "diffusion.upscale.synthetic:write_upscale_model",
     # TAESD / TAESDXL preview decoders for models/vae_approx/.
     "taesd": "diffusion.taesd:write_taesd",
+    # GLIGEN text-box models for --base (models/gligen/).
+    "gligen": "diffusion.gligen:write_gligen",
 }
 
 
