@@ -23,3 +23,22 @@ def PerturbedAttentionGuidance(
     append_model_option(out.options, "sampler_post_cfg_function", perturbed_attention_guidance(scale))
     set_model_option(out.options, "disable_cfg1_optimization", True)
     return out
+
+
+@node(category="model_patches/unet")
+def HyperTile(
+    model: Model,
+    tile_size: Annotated[int, Range(1, 2048)] = 256,
+    swap_size: Annotated[int, Range(1, 128)] = 2,
+    max_depth: Annotated[int, Range(0, 10)] = 0,
+    scale_depth: bool = False,
+) -> Model:
+    """Runs self-attention on tiles of the latent (faster at large sizes) at the top ``max_depth + 1`` levels."""
+    from diffusion.patching import add_model_patch
+    from diffusion.unet_patches.hypertile import hypertile_patches
+
+    tile_in, tile_out = hypertile_patches(tile_size, swap_size, max_depth, scale_depth)
+    out = model.clone()
+    add_model_patch(out.options, "attn1_patch", tile_in)
+    add_model_patch(out.options, "attn1_output_patch", tile_out)
+    return out

@@ -96,3 +96,21 @@ def test_pag_changes_the_output_only_with_a_non_zero_scale(loaded) -> None:
     guided = _sample(A.PerturbedAttentionGuidance(unet, 3.0), clip)
     assert guided.shape == plain.shape and not torch.equal(guided, plain)
     assert unet.options == {}
+
+
+def test_hypertile_keeps_the_shape_and_tiles_the_top_level(loaded) -> None:
+    from diffusion.unet_patches.hypertile import hypertile_patches, random_divisor
+
+    assert random_divisor(16, 4, 1) == 4 and random_divisor(7, 4, 2) == 1
+    tile_in, tile_out = hypertile_patches(32, 1, 0, False)
+    q = torch.arange(2 * 256 * 3, dtype=torch.float32).reshape(2, 256, 3)
+    tiled, k, _ = tile_in(q, q, q, {"original_shape": [2, 4, 16, 16]})
+    assert tiled.shape == (2 * 16, 16, 3) and k is q
+    assert torch.equal(tiled[1, :4, 0], q[0, 4:8, 0]) and torch.equal(tiled[1, 4, 0], q[0, 20, 0])  # a 4x4 tile
+    assert torch.equal(tile_out(tiled, {}), q)
+    unet, clip = loaded.unet, loaded.clip
+    plain = _sample(unet, clip, size=16)
+    torch.manual_seed(0)
+    out = _sample(A.HyperTile(unet, 32, 2, 0, False), clip, size=16)
+    assert out.shape == plain.shape and torch.isfinite(out).all() and not torch.equal(out, plain)
+    assert torch.equal(_sample(A.HyperTile(unet, 2048, 2, 0, False), clip), _sample(unet, clip))  # one tile: plain
