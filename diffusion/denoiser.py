@@ -30,6 +30,7 @@ import torch
 
 from diffusion.control.inject import adapter_hooks, call_residuals, check_chain, controlnet_kwargs, spread_to_uncond
 from diffusion.control.models import Control
+from diffusion.gligen import gligen_hooks
 from diffusion.models import UNetModel
 from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
 from diffusion.unet_patches.attention import attention_patches
@@ -82,6 +83,7 @@ class _Entry:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # text_embeds, time_ids (SDXL)
     concat: torch.Tensor | None = None    # inpainting channels [B, 5, H, W] (model space)
     control: Control | None = None        # ControlNet / T2I-Adapter chain (diffusion.control)
+    gligen: Any = None                    # GLIGENTextBoxApply's ("position", model, boxes)
 
 
 @dataclass
@@ -96,6 +98,7 @@ class _Job:
     extra: dict[str, torch.Tensor]
     concat: torch.Tensor | None
     control: Control | None = None
+    gligen: Any = None
 
 
 class Denoiser:
@@ -169,6 +172,7 @@ class Denoiser:
             prepared.extra = self._adm(options, prompt_type)
         if self.unet.inpaint:
             prepared.concat = self._inpaint_channels(options, latent_image, denoise_mask)
+        prepared.gligen = options.get("gligen")
         if options.get("control") is not None:
             prepared.control = check_chain(options["control"], self.unet.model, self.unet.arch)
         return prepared
@@ -294,7 +298,7 @@ class Denoiser:
             concat = repeat_to_batch(concat, batch)
         context = repeat_to_batch(entry.context.to(x.device), batch)
         extra = {k: repeat_to_batch(v.to(x.device), batch) for k, v in entry.extra.items()}
-        return _Job(side, x_in, mult, area, context, extra, concat, entry.control)
+        return _Job(side, x_in, mult, area, context, extra, concat, entry.control, entry.gligen)
 
     def _run(self, batch: list[_Job], sigma: torch.Tensor,
              options: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
@@ -317,6 +321,8 @@ class Denoiser:
             c["added_cond_kwargs"] = {k: torch.cat([job.extra[k] for job in batch]) for k in batch[0].extra}
         if batch[0].control is not None:
             c["control"] = batch[0].control
+        if batch[0].gligen is not None:
+            c["gligen"] = batch[0].gligen
         self.calls += 1
         wrapper = options.get("model_function_wrapper")
         if wrapper is not None:
@@ -329,7 +335,7 @@ class Denoiser:
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, c_crossattn: torch.Tensor,
                     c_concat: torch.Tensor | None = None, added_cond_kwargs: Mapping[str, torch.Tensor] | None = None,
                     transformer_options: Mapping[str, Any] | None = None, control: Control | None = None,
-                    **_: Any) -> torch.Tensor:
+                    gligen: Any = None, **_: Any) -> torch.Tensor:
         """The denoised prediction of noisy ``x`` at ``sigma`` ([B]) from one UNet call (ComfyUI's ``apply_model``)."""
         unet = self.unet
         schedule = unet.schedule
@@ -349,7 +355,7 @@ class Denoiser:
         if residuals is not None:
             kwargs.update(controlnet_kwargs(residuals, unet.dtype, unet.device))
         with torch.no_grad(), unet.use() as module, adapter_hooks(module, residuals), \
-                attention_patches(module, transformer_options):  # weight patches kept applied
+                gligen_hooks(module, gligen, x.shape), attention_patches(module, transformer_options):
             out = module(model_in.to(unet.device, unet.dtype), timesteps,
                          encoder_hidden_states=c_crossattn.to(unet.device, unet.dtype),
                          return_dict=False, **kwargs)[0]
@@ -407,7 +413,8 @@ def _twin_for_area(entries: list[_Entry], other: _Entry) -> _Entry | None:
 
 def _can_stack(a: _Job, b: _Job) -> bool:
     """True when two jobs can share one UNet call."""
-    if a.x.shape != b.x.shape or a.extra.keys() != b.extra.keys() or a.control is not b.control:
+    if a.x.shape != b.x.shape or a.extra.keys() != b.extra.keys() or a.control is not b.control \
+            or a.gligen is not b.gligen:
         return False
     if any(a.extra[k].shape != b.extra[k].shape for k in a.extra):
         return False

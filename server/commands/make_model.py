@@ -19,6 +19,7 @@ KINDS: tuple[str, ...] = ("diffusion_model", "clip_l", "clip_g", "t5xxl", "vae16
                           "upscale")
 KINDS += ("lora", "locon", "loha", "lokr", "diffusers-lora")
 KINDS += ("taesd",)
+KINDS += ("gligen",)
 SIZES = ("tiny", "small")
 
 
