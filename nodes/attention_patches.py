@@ -6,9 +6,10 @@ Each returns a clone of the MODEL with attention patches or a post-CFG hook in i
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from .api import Model, Range, node
+from .api import Context, Model, OneOf, Range, files_in, node
+from .loaders import _model_file
 
 
 @node(category="model_patches/unet")
@@ -41,4 +42,28 @@ def HyperTile(
     out = model.clone()
     add_model_patch(out.options, "attn1_patch", tile_in)
     add_model_patch(out.options, "attn1_output_patch", tile_out)
+    return out
+
+
+@node(category="loaders", display_name="HypernetworkLoader")
+def HypernetworkLoader(
+    model: Model,
+    hypernetwork_name: Annotated[str, OneOf(files_in("hypernetworks"))],
+    strength: Annotated[float, Range(-10.0, 10.0, step=0.01)] = 1.0,
+    *,
+    ctx: Context,
+) -> Model:
+    """Applies an A1111 hypernetwork from the hypernetworks folder to the keys and values of every attention."""
+    from diffusion.hypernetwork import hypernetwork_patch, load_hypernetwork
+    from diffusion.patching import add_model_patch
+
+    path = _model_file(ctx, "hypernetworks", hypernetwork_name, "hypernetwork")
+
+    def load() -> Any:
+        return load_hypernetwork(path)
+
+    patch = hypernetwork_patch(ctx.services.model_cache().get(path, ("hypernetwork",), load), strength)
+    out = model.clone()
+    add_model_patch(out.options, "attn1_patch", patch)
+    add_model_patch(out.options, "attn2_patch", patch)
     return out

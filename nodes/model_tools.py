@@ -70,6 +70,8 @@ MODEL_KINDS: dict[str, str] = {
     "taesd": "diffusion.taesd:write_taesd",
     # GLIGEN text-box models for --base (models/gligen/).
     "gligen": "diffusion.gligen:write_gligen",
+    # A1111 hypernetworks for --base (models/hypernetworks/, a .pt file).
+    "hypernetwork": "diffusion.hypernetwork:write_hypernetwork",
 }
 
 

@@ -20,6 +20,7 @@ KINDS: tuple[str, ...] = ("diffusion_model", "clip_l", "clip_g", "t5xxl", "vae16
 KINDS += ("lora", "locon", "loha", "lokr", "diffusers-lora")
 KINDS += ("taesd",)
 KINDS += ("gligen",)
+KINDS += ("hypernetwork",)
 SIZES = ("tiny", "small")
 
 

@@ -114,3 +114,40 @@ def test_hypertile_keeps_the_shape_and_tiles_the_top_level(loaded) -> None:
     out = _sample(A.HyperTile(unet, 32, 2, 0, False), clip, size=16)
     assert out.shape == plain.shape and torch.isfinite(out).all() and not torch.equal(out, plain)
     assert torch.equal(_sample(A.HyperTile(unet, 2048, 2, 0, False), clip), _sample(unet, clip))  # one tile: plain
+
+
+class _Exec:
+    """What the executor hands a node: ids, progress, interruption."""
+
+    node_id, prompt_id = "1", "p"
+
+    def progress(self, value: int, total: int, preview: object = None) -> None:
+        pass
+
+    def check_interrupted(self) -> None:
+        pass
+
+
+def test_hypernetwork_loader_reads_the_a1111_layout_and_scales_with_strength(loaded, tiny_sd15_path: Path,
+                                                                             tmp_path: Path) -> None:
+    from diffusion.hypernetwork import load_hypernetwork
+    from nodes.api import Context, Services
+    from nodes.folders import Folders
+    from nodes.model_tools import make_model
+
+    path = make_model("hypernetwork", tmp_path / "models" / "hypernetworks" / "h.pt", base=tiny_sd15_path, seed=3)
+    data = torch.load(path, weights_only=True)
+    config = loaded.unet.model.config
+    assert data["activation_func"] == "relu" and config["cross_attention_dim"] in data
+    assert set(data[config["cross_attention_dim"]][0]) == {"linear.0.weight", "linear.0.bias", "linear.2.weight",
+                                                           "linear.2.bias"}
+    nets = load_hypernetwork(path)
+    assert [type(m).__name__ for m in nets[config["cross_attention_dim"]][0]] == ["Linear", "ReLU", "Linear"]
+    ctx = Context(_Exec(), Services(folders=Folders(tmp_path)))  # type: ignore[arg-type]
+    unet, clip = loaded.unet, loaded.clip
+    plain = _sample(unet, clip)
+    assert torch.equal(_sample(A.HypernetworkLoader(unet, "h.pt", 0.0, ctx=ctx), clip), plain)
+    assert not torch.equal(_sample(A.HypernetworkLoader(unet, "h.pt", 1.0, ctx=ctx), clip), plain)
+    (tmp_path / "models" / "hypernetworks" / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a hypernetwork file"):
+        A.HypernetworkLoader(unet, "bad.pt", 1.0, ctx=ctx)
