@@ -105,4 +105,5 @@ def test_node_matches_comfyui(name: str, registry: NodeRegistry) -> None:
 
 
 def test_many_nodes_are_compared() -> None:
+    _reference()  # skips when the shared reference file is not beside the checkout
     assert len(_shared_nodes()) >= 40
