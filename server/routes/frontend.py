@@ -196,7 +196,8 @@ async def workflow_template_file(request: web.Request) -> web.StreamResponse:
     """A file of the official workflow templates (``index.json``, a template, a thumbnail).
 
     From the ``comfyui-workflow-templates`` package when installed, else our own
-    example workflows (:data:`OWN_TEMPLATES`), so the templates browser is never empty.
+    example workflows (:data:`OWN_TEMPLATES`, thumbnails in ``workflows/thumbnails/``), so the
+    templates browser is never empty.
     """
     filename = request.match_info["filename"]
     assets = template_assets()
@@ -207,6 +208,10 @@ async def workflow_template_file(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(path)
     if filename == "index.json":
         return web.json_response(own_templates_index())
+    if filename.removesuffix("-1.webp") in OWN_TEMPLATES:  # the card's thumbnail: what the template draws
+        thumbnail = WORKFLOWS_DIR / "thumbnails" / filename.replace("-1.webp", ".webp")
+        if thumbnail.is_file():
+            return web.FileResponse(thumbnail)
     own = OWN_TEMPLATES.get(filename.removesuffix(".json")) if filename.endswith(".json") else None
     if own is None or not (WORKFLOWS_DIR / own[0]).is_file():
         raise json_error(404, "no such template file")

@@ -80,9 +80,15 @@ def test_a_new_user_runs_the_first_screen_template_from_the_official_frontend(
     # the first screen: the templates browser opens by itself and offers the demo template
     card = official.locator(DEMO_TEMPLATE_CARD)
     card.wait_for(state="visible", timeout=90_000)
+    assert official.evaluate("() => window.app.graph.nodes.length") == 0  # a blank graph behind it
+    # the card shows what the template draws (workflows/thumbnails/), not a placeholder
+    official.wait_for_function(
+        "(card) => [...document.querySelectorAll(card + ' img')].some((img) => img.complete && img.naturalWidth > 0)",
+        arg=DEMO_TEMPLATE_CARD,
+        timeout=10_000,
+    )
     official.wait_for_timeout(500)  # let the browser's fade-in end before the screenshot
     official.screenshot(path=str(artifacts / "comfyui-frontend-first-screen.png"))
-    assert official.evaluate("() => window.app.graph.nodes.length") == 0  # a blank graph behind it
     card.click()
     official.wait_for_function("() => window.app.graph.nodes.length >= 7", timeout=30_000)
     loaded = official.evaluate("() => window.app.graph.serialize()")
