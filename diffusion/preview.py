@@ -2,12 +2,11 @@
 
 Two methods, as in ComfyUI:
 
-- **latent2rgb**: each latent channel contributes a fixed RGB colour plus a bias (one tiny
-  matrix product per step, at latent resolution). The colours are a *palette* fitted to
-  the checkpoint's own VAE the first time a preview is asked for (:func:`fit_palette`:
-  least squares from the encoder's latents of seeded random colour patches to their
-  colours), so a VAE unlike SD's, such as the demo model's, still previews in the right
-  colours. A UNet loaded without a VAE uses ComfyUI's fixed factors for its family.
+- **latent2rgb**: a cheap per-pixel map from the latent to RGB, at latent resolution. It is
+  a *palette* fitted to the checkpoint's own VAE the first time a preview is asked for
+  (:func:`fit_palette`: the latents of 216 solid colours, looked up softly by nearest
+  latent), so a VAE unlike SD's, such as the demo model's, still previews in the right
+  colours. A UNet loaded without a VAE uses ComfyUI's fixed linear factors for its family.
 - **taesd**: a TAESD decoder (``diffusion.taesd``) turns the latent into pixels at 8x
   its size; the caller finds and loads the decoder, and passes it in.
 """
@@ -37,19 +36,28 @@ _FAMILY = {"sd1": "sd1", "sd2": "sd1", "sdxl": "sdxl", "sdxl_refiner": "sdxl"}
 #: TAESD decoder when one is installed, else latent2rgb (as ComfyUI does).
 PREVIEW_METHODS = ("auto", "latent2rgb", "taesd", "default")
 
-#: Seed, image count and size of the colour patches :func:`fit_palette` encodes.
-FIT_SEED = 0
-FIT_IMAGES = 4
-FIT_SIZE = 64
-FIT_CELL = 16
+#: Grey levels per channel of the solid colours :func:`fit_palette` encodes (6**3 = 216), and their size.
+FIT_LEVELS = 6
+FIT_SIZE = 8
+#: Softness of the nearest-colour lookup, as a fraction of the mean distance between the colours' latents.
+FIT_SOFTNESS = 0.05
 
 
 @dataclass(frozen=True)
 class Palette:
-    """latent2rgb factors: ``rgb = latent . weight + bias`` with rgb in -1..1."""
+    """latent -> RGB (in -1..1) for previews.
+
+    Without ``keys``, linear: ``rgb = latent . weight + bias`` (ComfyUI's factors). With
+    them, a soft nearest-colour lookup: each latent pixel takes the colours of the
+    ``keys`` (latents of solid colours) weighted by ``softmax(-distance / softness)``; a
+    VAE whose colours are far from linear in its latents (the demo model's) needs it.
+    """
 
     weight: torch.Tensor  # [C, 3]
     bias: torch.Tensor  # [3]
+    keys: torch.Tensor | None = None  # [K, C]
+    colours: torch.Tensor | None = None  # [K, 3], -1..1
+    softness: float = 1.0
 
     @classmethod
     def for_family(cls, arch: str) -> Palette:
@@ -57,6 +65,15 @@ class Palette:
         factors, bias = LATENT_RGB[_FAMILY.get(arch, "sd1")]
         return cls(torch.tensor(factors, dtype=torch.float32),
                    torch.tensor(bias if bias is not None else (0.0, 0.0, 0.0), dtype=torch.float32))
+
+    def apply(self, latent: torch.Tensor) -> torch.Tensor:
+        """``[..., C]`` model-space latents -> ``[..., 3]`` RGB in -1..1."""
+        if self.keys is None or self.colours is None:
+            channels = min(latent.shape[-1], self.weight.shape[0])
+            return latent[..., :channels] @ self.weight[:channels] + self.bias
+        flat = latent.reshape(-1, latent.shape[-1])
+        weights = torch.softmax(-torch.cdist(flat, self.keys) / self.softness, dim=1)
+        return (weights @ self.colours).reshape(*latent.shape[:-1], 3)
 
 
 def wants_preview(method: Any) -> bool:
@@ -69,25 +86,23 @@ def wants_taesd(method: Any) -> bool:
     return str(method) in ("auto", "taesd")
 
 
-def fit_palette(encode: Callable[[torch.Tensor], torch.Tensor], latent_scale: float, seed: int = FIT_SEED) -> Palette:
-    """Least-squares latent2rgb factors for a VAE.
+def fit_palette(encode: Callable[[torch.Tensor], torch.Tensor], latent_scale: float) -> Palette:
+    """A palette for a VAE, from the latents of solid colours.
 
     ``encode`` maps pixels in 0..1 ``[B, 3, H, W]`` to latents ``[B, C, H/8, W/8]`` (the
-    posterior mean); the fit maps ``latent * latent_scale`` (the sampler's model space) at
-    each latent position to the mean colour of the 8x8 pixels it covers, in -1..1. The
-    images are grids of seeded random solid colours, so every latent sees a plain colour.
+    posterior mean). Each of :data:`FIT_LEVELS` cubed solid colours is encoded; the mean
+    of its latent, times ``latent_scale`` (the sampler's model space), is its key. The
+    linear least-squares factors from keys to colours are kept too.
     """
-    generator = torch.Generator().manual_seed(seed)
-    cells = FIT_SIZE // FIT_CELL
-    colours = torch.rand(FIT_IMAGES, 3, cells, cells, generator=generator)
-    pixels = colours.repeat_interleave(FIT_CELL, dim=2).repeat_interleave(FIT_CELL, dim=3)
-    latents = encode(pixels).float() * latent_scale
-    targets = torch.nn.functional.avg_pool2d(pixels * 2.0 - 1.0, 8)
-    x = latents.movedim(1, -1).reshape(-1, latents.shape[1]).double()
-    y = targets.movedim(1, -1).reshape(-1, 3).double()
-    design = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
-    solution = torch.linalg.lstsq(design, y).solution.float()
-    return Palette(solution[:-1].contiguous(), solution[-1].contiguous())
+    levels = torch.linspace(0.0, 1.0, FIT_LEVELS)
+    colours = torch.cartesian_prod(levels, levels, levels)  # [K, 3]
+    pixels = colours.view(-1, 3, 1, 1).expand(-1, 3, FIT_SIZE, FIT_SIZE).contiguous()
+    keys = (encode(pixels).float() * latent_scale).mean(dim=(2, 3))  # [K, C]
+    signed = colours * 2.0 - 1.0
+    design = torch.cat([keys.double(), torch.ones(keys.shape[0], 1, dtype=torch.float64)], dim=1)
+    solution = torch.linalg.lstsq(design, signed.double()).solution.float()
+    softness = max(FIT_SOFTNESS * float(torch.cdist(keys, keys).mean()), 1e-6)
+    return Palette(solution[:-1].contiguous(), solution[-1].contiguous(), keys, signed, softness)
 
 
 # Palettes per UNet module (clones share it), fitted lazily from the VAE loaded with it.
@@ -99,7 +114,8 @@ _lock = threading.Lock()
 def remember_vae(unet: torch.nn.Module, vae: Any, latent_scale: float) -> None:
     """Tie a UNet module to the ``VAEModel`` of its checkpoint: its first preview fits a palette from it.
 
-    The VAE is held weakly: once it is freed, the family's fixed factors are used.
+    The VAE is held weakly: once it is freed, the family's fixed factors are used. The fit
+    encodes 216 8x8 images once (0.5 s for the demo VAE on one busy core).
     """
     vae_ref = weakref.ref(vae)
 
@@ -139,9 +155,7 @@ def latent_to_rgb(x0: torch.Tensor, palette: Palette | str) -> Image.Image:
     """
     if isinstance(palette, str):
         palette = Palette.for_family(palette)
-    latent = x0[0].float().cpu()
-    channels = min(latent.shape[0], palette.weight.shape[0])
-    rgb = latent[:channels].movedim(0, -1) @ palette.weight[:channels] + palette.bias
+    rgb = palette.apply(x0[0].float().cpu().movedim(0, -1))
     # Truncating to uint8, as ComfyUI does (no rounding).
     pixels = ((rgb + 1.0) / 2.0).clamp(0, 1).mul(255).to(torch.uint8)
     return Image.fromarray(pixels.numpy())

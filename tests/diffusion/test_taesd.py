@@ -56,7 +56,7 @@ def test_make_model_writes_a_taesd_decoder(tmp_path: Path) -> None:
 
 
 def test_fit_palette_recovers_a_linear_encoder() -> None:
-    """An 'encoder' that is linear in the colours gives back its inverse as the palette."""
+    """An 'encoder' that is linear in the colours: the palette gives the colours back."""
     mix = torch.tensor([[0.5, 0.1, -0.2], [0.0, 0.7, 0.3], [0.2, -0.4, 0.6], [0.3, 0.3, 0.3]])
 
     def encode(pixels: torch.Tensor) -> torch.Tensor:
@@ -66,7 +66,10 @@ def test_fit_palette_recovers_a_linear_encoder() -> None:
     palette = fit_palette(encode, latent_scale=2.0)
     latent = (torch.einsum("cr,brhw->bchw", mix, torch.tensor([0.8, -0.6, 0.2]).view(1, 3, 1, 1)) + 0.1) * 2.0
     rgb = torch.tensor(list(latent_to_rgb(latent, palette).getpixel((0, 0))), dtype=torch.float32)
-    assert torch.allclose(rgb, (torch.tensor([0.8, -0.6, 0.2]) + 1) / 2 * 255, atol=1.5)
+    assert torch.allclose(rgb, (torch.tensor([0.8, -0.6, 0.2]) + 1) / 2 * 255, atol=12)
+    linear = Palette(palette.weight, palette.bias)  # the least-squares factors fitted beside the lookup
+    assert torch.allclose(torch.tensor(list(latent_to_rgb(latent, linear).getpixel((0, 0))), dtype=torch.float32),
+                          (torch.tensor([0.8, -0.6, 0.2]) + 1) / 2 * 255, atol=1.5)
     assert Palette.for_family("sd2").weight.shape == (4, 3)
 
 
