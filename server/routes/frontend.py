@@ -208,8 +208,8 @@ async def workflow_template_file(request: web.Request) -> web.StreamResponse:
         return web.FileResponse(path)
     if filename == "index.json":
         return web.json_response(own_templates_index())
-    if filename.removesuffix("-1.webp") in OWN_TEMPLATES:  # the card's thumbnail: what the template draws
-        thumbnail = WORKFLOWS_DIR / "thumbnails" / filename.replace("-1.webp", ".webp")
+    if filename.endswith("-1.webp") and filename.removesuffix("-1.webp") in OWN_TEMPLATES:  # the card's image
+        thumbnail = WORKFLOWS_DIR / "thumbnails" / (filename.removesuffix("-1.webp") + ".webp")
         if thumbnail.is_file():
             return web.FileResponse(thumbnail)
     own = OWN_TEMPLATES.get(filename.removesuffix(".json")) if filename.endswith(".json") else None
