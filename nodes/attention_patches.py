@@ -67,3 +67,21 @@ def HypernetworkLoader(
     add_model_patch(out.options, "attn1_patch", patch)
     add_model_patch(out.options, "attn2_patch", patch)
     return out
+
+
+@node(category="_for_testing", display_name="Self-Attention Guidance", experimental=True)
+def SelfAttentionGuidance(
+    model: Model,
+    scale: Annotated[float, Range(-2.0, 5.0, step=0.01)] = 0.5,
+    blur_sigma: Annotated[float, Range(0.0, 10.0, step=0.1)] = 2.0,
+) -> Model:
+    """Self-attention guidance: steers away from the prediction of a copy blurred where the model attends."""
+    from diffusion.patching import append_model_option, set_model_option, set_model_patch_replace
+    from diffusion.unet_patches.sag import self_attention_guidance
+
+    record, post_cfg = self_attention_guidance(scale, blur_sigma)
+    out = model.clone()
+    append_model_option(out.options, "sampler_post_cfg_function", post_cfg)
+    set_model_option(out.options, "disable_cfg1_optimization", True)
+    set_model_patch_replace(out.options, record, "attn1", "middle", 0, 0)
+    return out

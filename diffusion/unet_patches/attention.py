@@ -148,16 +148,18 @@ class _PatchedProcessor:
         return out
 
 
-def cond_prediction(args: Mapping[str, Any], model_options: Mapping[str, Any]) -> torch.Tensor:
-    """The positive conditioning's denoised prediction of a post-CFG hook's ``input``, under ``model_options``.
+def side_prediction(args: Mapping[str, Any], side: str, x: torch.Tensor,
+                    model_options: Mapping[str, Any]) -> torch.Tensor:
+    """One conditioning's (``side`` "cond" or "uncond" of a post-CFG hook's args) denoised prediction of ``x``.
 
-    One more UNet pass (ComfyUI's ``calc_cond_batch`` on ``[cond]``) from the hook's arguments.
+    One more UNet pass (ComfyUI's ``calc_cond_batch`` on that one list) under ``model_options``.
     """
     from diffusion.denoiser import Denoiser  # the denoiser runs these patches: imported at call time
 
-    x = args["input"]
-    denoiser = Denoiser(args["model"], args["cond"], [], 1.0, x.shape)
-    return denoiser.predict(x, args["sigma"], [0], model_options)[0]
+    conds = args[side] or []
+    positive, negative = (conds, []) if side == "cond" else ([], conds)
+    denoiser = Denoiser(args["model"], positive, negative, 1.0, x.shape)
+    return denoiser.predict(x, args["sigma"], [0 if side == "cond" else 1], model_options)[0]
 
 
 def value_only(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: Mapping[str, Any]) -> torch.Tensor:
@@ -171,14 +173,14 @@ def perturbed_attention_guidance(scale: float) -> Callable[[Mapping[str, Any]], 
         result = args["denoised"]
         if scale == 0:
             return result
-        options = _with_replacement(args["model_options"], "attn1", ("middle", 0, 0), value_only)
-        perturbed = cond_prediction(args, options)
+        options = with_replacement(args["model_options"], "attn1", ("middle", 0, 0), value_only)
+        perturbed = side_prediction(args, "cond", args["input"], options)
         return result + (args["cond_denoised"] - perturbed) * scale
 
     return post_cfg
 
 
-def _with_replacement(model_options: Mapping[str, Any], name: str, key: tuple[str, int, int],
+def with_replacement(model_options: Mapping[str, Any], name: str, key: tuple[str, int, int],
                       fn: Callable[..., torch.Tensor]) -> dict[str, Any]:
     """A copy of ``model_options`` whose ``patches_replace[name][key]`` is ``fn`` (the rest shared, not changed)."""
     transformer = dict(model_options.get("transformer_options", {}))

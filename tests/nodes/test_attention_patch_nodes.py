@@ -151,3 +151,20 @@ def test_hypernetwork_loader_reads_the_a1111_layout_and_scales_with_strength(loa
     (tmp_path / "models" / "hypernetworks" / "bad.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="not a hypernetwork file"):
         A.HypernetworkLoader(unet, "bad.pt", 1.0, ctx=ctx)
+
+
+def test_sag_changes_the_output_only_with_a_non_zero_scale(loaded) -> None:
+    from diffusion.unet_patches.sag import blurred_where_attended, gaussian_blur
+
+    flat = torch.ones(1, 4, 8, 8)
+    assert torch.allclose(gaussian_blur(flat, 9, 2.0), flat)
+    x0 = torch.randn(1, 4, 8, 8)
+    focused = torch.zeros(2, 4, 4)
+    focused[:, :, 0] = 1.0  # every query of both heads looks at token 0 (the top-left quarter)
+    blurred = blurred_where_attended(x0, focused, 2.0)
+    assert not torch.equal(blurred[..., :4, :4], x0[..., :4, :4]) and torch.equal(blurred[..., 4:, :], x0[..., 4:, :])
+    unet, clip = loaded.unet, loaded.clip
+    plain = _sample(unet, clip, size=16)
+    assert torch.equal(_sample(A.SelfAttentionGuidance(unet, 0.0, 2.0), clip, size=16), plain)
+    guided = _sample(A.SelfAttentionGuidance(unet, 0.8, 2.0), clip, size=16)
+    assert guided.shape == plain.shape and torch.isfinite(guided).all() and not torch.equal(guided, plain)
