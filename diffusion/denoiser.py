@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +32,20 @@ import torch
 from diffusion.control.inject import adapter_hooks, call_residuals, check_chain, controlnet_kwargs, spread_to_uncond
 from diffusion.control.models import Control
 from diffusion.gligen import gligen_hooks
+from diffusion.hooks import HookGroup, model_patches, percent_of
 from diffusion.models import UNetModel
+from diffusion.patching import patched_weights
+from diffusion.resize import upscale
 from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
 from diffusion.unet_patches.attention import attention_patches
+from diffusion.unet_patches.blocks import block_patches
+from diffusion.unet_patches.compute import compiled, compute_precision
 
 #: Latent values of a pixel-space "zero" (mid grey) image, model space: what an SD inpainting
 #: model sees as the masked image when no mask and no image are given (ComfyUI's values).
 BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
+#: Input channels of an InstructPix2Pix UNet (noisy latent + source-image latent).
+IP2P_CHANNELS = 8
 #: Width, in latent pixels, of the linear fade at the inner edges of an area conditioning.
 AREA_FEATHER = 8
 #: Largest token-length ratio for which two cross-attention conds are batched by repetition.
@@ -84,6 +92,8 @@ class _Entry:
     concat: torch.Tensor | None = None    # inpainting channels [B, 5, H, W] (model space)
     control: Control | None = None        # ControlNet / T2I-Adapter chain (diffusion.control)
     gligen: Any = None                    # GLIGENTextBoxApply's ("position", model, boxes)
+    hooks: HookGroup | None = None        # weight hooks of this entry (diffusion.hooks)
+    default: bool = False                 # a default entry: used only where no other entry applies
 
 
 @dataclass
@@ -99,6 +109,7 @@ class _Job:
     concat: torch.Tensor | None
     control: Control | None = None
     gligen: Any = None
+    hooks: HookGroup | None = None
 
 
 class Denoiser:
@@ -129,6 +140,8 @@ class Denoiser:
         self.disable_cfg1_optimization = disable_cfg1_optimization
         self.skip_negative = skips_uncond(self.cfg, disable_cfg1_optimization)
         self.calls = 0
+        #: Gradients through the UNet call (LoRA training); sampling leaves it off.
+        self.grad = False
         self.positive, self.negative = positive, negative
         pos = [self._prepare(entry, "positive", latent_image, denoise_mask) for entry in positive]
         neg = [self._prepare(entry, "negative", latent_image, denoise_mask)
@@ -172,9 +185,13 @@ class Denoiser:
             prepared.extra = self._adm(options, prompt_type)
         if self.unet.inpaint:
             prepared.concat = self._inpaint_channels(options, latent_image, denoise_mask)
+        if self.unet.in_channels == IP2P_CHANNELS:
+            prepared.concat = self._ip2p_channels(options)
         prepared.gligen = options.get("gligen")
         if options.get("control") is not None:
-            prepared.control = check_chain(options["control"], self.unet.model, self.unet.arch)
+            prepared.control = check_chain(options["control"], self.unet)
+        prepared.hooks = options.get("hooks")
+        prepared.default = bool(options.get("default", False))
         return prepared
 
     def _adm(self, options: Mapping[str, Any], prompt_type: str) -> dict[str, torch.Tensor]:
@@ -220,6 +237,17 @@ class Denoiser:
         mask = resize_to_batch(mask.round(), batch)
         return torch.cat([mask.to(image.device), image], dim=1)
 
+    def _ip2p_channels(self, options: Mapping[str, Any]) -> torch.Tensor:
+        """An InstructPix2Pix model's source-image latent (model space), zeros when none is set."""
+        batch, _, height, width = self.shape
+        image = options.get("concat_latent_image")  # InstructPixToPixConditioning's, unscaled
+        if image is None:
+            return torch.zeros((batch, 4, height, width))
+        image = image.float()
+        if tuple(image.shape[-2:]) != (height, width):
+            image = upscale(image, width, height, "bilinear", "center")
+        return resize_to_batch(image, batch) * self.unet.latent_scale
+
     # -- the call -----------------------------------------------------------------------------------
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
@@ -242,6 +270,19 @@ class Denoiser:
         """The options of one call: those passed by the sampler, else the MODEL's."""
         return self.unet.options if model_options is None else model_options
 
+    @staticmethod
+    def _active(entries: Sequence[_Entry], sigma: torch.Tensor) -> list[_Entry]:
+        """The entries that apply at ``sigma``: default entries only when no other entry does."""
+        s = float(sigma[0])
+
+        def in_range(e: _Entry) -> bool:
+            return (e.sigma_start is None or s <= e.sigma_start) and (e.sigma_end is None or s >= e.sigma_end)
+
+        regular = [e for e in entries if not e.default]
+        if any(in_range(e) for e in regular):
+            return regular
+        return [e for e in entries if e.default] or regular
+
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, sides: Sequence[int | None],
                 options: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
         """The denoised prediction of each conditioning side in ``sides`` (ComfyUI's ``calc_cond_batch``).
@@ -250,8 +291,8 @@ class Denoiser:
         side) gives zeros. Entries of all sides share UNet calls where their inputs stack.
         """
         sigma = sigma.to(x.device).float()
-        jobs = [job for slot, side in enumerate(sides) if side is not None for e in self.sides[side]
-                if (job := self._job(slot, e, x, sigma)) is not None]
+        jobs = [job for slot, side in enumerate(sides) if side is not None
+                for e in self._active(self.sides[side], sigma) if (job := self._job(slot, e, x, sigma)) is not None]
         totals = [torch.zeros_like(x) for _ in sides]
         counts = [torch.full_like(x, 1e-37) for _ in sides]
         while jobs:
@@ -298,7 +339,7 @@ class Denoiser:
             concat = repeat_to_batch(concat, batch)
         context = repeat_to_batch(entry.context.to(x.device), batch)
         extra = {k: repeat_to_batch(v.to(x.device), batch) for k, v in entry.extra.items()}
-        return _Job(side, x_in, mult, area, context, extra, concat, entry.control, entry.gligen)
+        return _Job(side, x_in, mult, area, context, extra, concat, entry.control, entry.gligen, entry.hooks)
 
     def _run(self, batch: list[_Job], sigma: torch.Tensor,
              options: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
@@ -323,6 +364,8 @@ class Denoiser:
             c["control"] = batch[0].control
         if batch[0].gligen is not None:
             c["gligen"] = batch[0].gligen
+        if batch[0].hooks is not None:
+            c["hooks"] = batch[0].hooks
         self.calls += 1
         wrapper = options.get("model_function_wrapper")
         if wrapper is not None:
@@ -335,7 +378,7 @@ class Denoiser:
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, c_crossattn: torch.Tensor,
                     c_concat: torch.Tensor | None = None, added_cond_kwargs: Mapping[str, torch.Tensor] | None = None,
                     transformer_options: Mapping[str, Any] | None = None, control: Control | None = None,
-                    gligen: Any = None, **_: Any) -> torch.Tensor:
+                    gligen: Any = None, hooks: HookGroup | None = None, **_: Any) -> torch.Tensor:
         """The denoised prediction of noisy ``x`` at ``sigma`` ([B]) from one UNet call (ComfyUI's ``apply_model``)."""
         unet = self.unet
         schedule = unet.schedule
@@ -354,13 +397,23 @@ class Denoiser:
             kwargs["added_cond_kwargs"] = {k: v.to(unet.device) for k, v in added_cond_kwargs.items()}
         if residuals is not None:
             kwargs.update(controlnet_kwargs(residuals, unet.dtype, unet.device))
-        with torch.no_grad(), unet.use() as module, adapter_hooks(module, residuals), \
-                gligen_hooks(module, gligen, x.shape), attention_patches(module, transformer_options):
-            out = module(model_in.to(unet.device, unet.dtype), timesteps,
+        with torch.set_grad_enabled(self.grad), self._weights(hooks, sigma) as module, \
+                adapter_hooks(module, residuals), block_patches(module, transformer_options), \
+                gligen_hooks(module, gligen, x.shape), attention_patches(module, transformer_options), \
+                compute_precision(unet.options.get("compute_dtype"), unet.dtype, unet.device):
+            run = compiled(module, unet.options.get("torch_compile_backend"))
+            out = run(model_in.to(unet.device, unet.dtype), timesteps,
                          encoder_hidden_states=c_crossattn.to(unet.device, unet.dtype),
                          return_dict=False, **kwargs)[0]
         out = out.float().to(x.device)
         return schedule.calculate_denoised(sigma, out, x)
+
+    def _weights(self, hooks: HookGroup | None, sigma: torch.Tensor) -> AbstractContextManager[torch.nn.Module]:
+        """The UNet with the MODEL's weight patches, plus an entry's hook patches at this step's keyframe strength."""
+        if hooks is None or not hooks.hooks:
+            return self.unet.use()
+        percent = percent_of(float(sigma[0]), self.unet.schedule.percent_to_sigma)
+        return patched_weights(self.unet.model, model_patches(hooks, self.unet, self.unet.weight_patches, percent))
 
 
 def _feather(mult: torch.Tensor, area: tuple[int, int, int, int], size: tuple[int, int]) -> None:
@@ -414,7 +467,8 @@ def _twin_for_area(entries: list[_Entry], other: _Entry) -> _Entry | None:
 def _can_stack(a: _Job, b: _Job) -> bool:
     """True when two jobs can share one UNet call."""
     if a.x.shape != b.x.shape or a.extra.keys() != b.extra.keys() or a.control is not b.control \
-            or a.gligen is not b.gligen:
+            or a.gligen is not b.gligen \
+            or a.hooks is not b.hooks:
         return False
     if any(a.extra[k].shape != b.extra[k].shape for k in a.extra):
         return False

@@ -8,7 +8,7 @@ extend them. The math is in :mod:`diffusion.sampling.schedulers` and
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from .api import REQUIRED, Input, Model, OneOf, Output, Range, Sigmas, node
 from .sampling import _model, _schedulers
@@ -219,4 +219,73 @@ def ModelSamplingDiscrete(
                          f"(supported: {', '.join(_PREDICTIONS)})")
     patched = _model(model).clone()
     patched.schedule = DiscreteSchedule(prediction=_PREDICTIONS[sampling], zsnr=zsnr)  # type: ignore[arg-type]
+    return patched
+
+
+_EDM_SAMPLING = ("v_prediction", "edm", "edm_playground_v2.5", "eps", "cosmos_rflow")
+_EDM_SUPPORTED = {"v_prediction": ("v", 1.0), "edm": ("edm", 0.5), "eps": ("eps", 1.0)}
+SigmaBound = Annotated[float, Range(0.0, 1000.0, step=0.001, round=False)]
+
+
+def _continuous(model: Any, kind: str, sampling: str, sigma_max: float, sigma_min: float, node_name: str) -> Any:
+    from diffusion.sampling.continuous import ContinuousSchedule
+
+    if sampling not in _EDM_SUPPORTED:
+        raise ValueError(f"{node_name}: sampling {sampling!r} is not supported yet "
+                         f"(supported: {', '.join(_EDM_SUPPORTED)})")
+    prediction, sigma_data = _EDM_SUPPORTED[sampling]
+    patched = _model(model).clone()
+    patched.schedule = ContinuousSchedule(sigma_min, sigma_max, kind, prediction, sigma_data)  # type: ignore[arg-type]
+    return patched
+
+
+@node(category="advanced/model", display_name="ModelSamplingContinuousEDM")
+def ModelSamplingContinuousEDM(
+    model: Model,
+    sampling: Annotated[str, OneOf(_EDM_SAMPLING)],
+    sigma_max: SigmaBound = 120.0,
+    sigma_min: SigmaBound = 0.002,
+) -> Annotated[Model, Output("MODEL")]:
+    """Samples the model on a continuous EDM sigma range (CosXL, EDM-trained fine-tunes)."""
+    return _continuous(model, "edm", sampling, sigma_max, sigma_min, "ModelSamplingContinuousEDM")
+
+
+@node(category="advanced/model", display_name="ModelSamplingContinuousV")
+def ModelSamplingContinuousV(
+    model: Model,
+    sampling: Annotated[str, OneOf(("v_prediction",))],
+    sigma_max: SigmaBound = 500.0,
+    sigma_min: SigmaBound = 0.03,
+) -> Annotated[Model, Output("MODEL")]:
+    """Samples a v-prediction model on a continuous sigma range (timestep = atan(sigma) * 2 / pi)."""
+    return _continuous(model, "v", sampling, sigma_max, sigma_min, "ModelSamplingContinuousV")
+
+
+_COMPUTE_DTYPES = ("default", "fp32", "fp16", "bf16")
+
+
+@node(category="advanced/debug/model", display_name="ModelComputeDtype")
+def ModelComputeDtype(model: Model, dtype: Annotated[str, OneOf(_COMPUTE_DTYPES)]) -> Annotated[Model, Output("MODEL")]:
+    """Runs the model's UNet calls in another precision (weights are cast per call; ``default`` keeps it)."""
+    from diffusion.patching import set_model_option
+
+    patched = _model(model).clone()
+    set_model_option(patched.options, "compute_dtype", None if dtype == "default" else dtype)
+    return patched
+
+
+@node(category="_for_testing")
+def TorchCompileModel(model: Model, backend: Annotated[str, OneOf(("inductor", "cudagraphs"), v3=True)] = REQUIRED,
+                      ) -> Annotated[Model, Output("MODEL")]:
+    """Marks the model to run its UNet through torch.compile (a no-op with a warning where compiling is unavailable)."""
+    import logging
+
+    import torch
+
+    patched = _model(model).clone()
+    if not hasattr(torch, "compile") or (backend == "cudagraphs" and not torch.cuda.is_available()):
+        logging.getLogger(__name__).warning("TorchCompileModel: backend %s is not available here; the model runs "
+                                            "uncompiled", backend)
+        return patched
+    patched.options["torch_compile_backend"] = backend
     return patched
