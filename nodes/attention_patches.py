@@ -85,3 +85,16 @@ def SelfAttentionGuidance(
     set_model_option(out.options, "disable_cfg1_optimization", True)
     set_model_patch_replace(out.options, record, "attn1", "middle", 0, 0)
     return out
+
+
+@node(category="model_patches/unet")
+def TomePatchModel(model: Model, ratio: Annotated[float, Range(0.0, 1.0, step=0.01)] = 0.3) -> Model:
+    """Token merging: averages similar self-attention queries at the top level (faster, slightly different)."""
+    from diffusion.patching import add_model_patch
+    from diffusion.unet_patches.tome import tome_patches
+
+    merge_in, unmerge_out = tome_patches(ratio)
+    out = model.clone()
+    add_model_patch(out.options, "attn1_patch", merge_in)
+    add_model_patch(out.options, "attn1_output_patch", unmerge_out)
+    return out

@@ -168,3 +168,27 @@ def test_sag_changes_the_output_only_with_a_non_zero_scale(loaded) -> None:
     assert torch.equal(_sample(A.SelfAttentionGuidance(unet, 0.0, 2.0), clip, size=16), plain)
     guided = _sample(A.SelfAttentionGuidance(unet, 0.8, 2.0), clip, size=16)
     assert guided.shape == plain.shape and torch.isfinite(guided).all() and not torch.equal(guided, plain)
+
+
+def test_tome_merges_similar_tokens_and_puts_every_token_back(loaded) -> None:
+    from diffusion.unet_patches.tome import bipartite_merge
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 8)
+    merge, unmerge = bipartite_merge(x, 8, 8, 16)
+    merged = merge(x)
+    assert merged.shape == (2, 48, 8)
+    restored = unmerge(merged)
+    assert restored.shape == x.shape
+    assert (restored == x).all(dim=-1).sum(dim=1).ge(64 - 16 - 16).all()  # the unmerged sources come back as they were
+    flat = torch.ones(1, 64, 8)
+    flat_merge, flat_unmerge = bipartite_merge(flat, 8, 8, 16)
+    assert torch.equal(flat_unmerge(flat_merge(flat)), flat)  # averaging equal tokens changes nothing
+    same, _ = bipartite_merge(x, 8, 8, 0)
+    assert same(x) is x
+    unet, clip = loaded.unet, loaded.clip
+    plain = _sample(unet, clip, size=16)
+    assert torch.equal(_sample(A.TomePatchModel(unet, 0.0), clip, size=16), plain)
+    torch.manual_seed(0)
+    out = _sample(A.TomePatchModel(unet, 0.5), clip, size=16)
+    assert out.shape == plain.shape and torch.isfinite(out).all() and not torch.equal(out, plain)
