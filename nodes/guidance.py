@@ -132,3 +132,24 @@ def ConditioningSetTimestepRange(
     from diffusion.conditioning import set_values
 
     return set_values(conditioning, {"start_percent": start, "end_percent": end})
+
+
+@node(category="_for_testing", display_name="Perp-Neg (DEPRECATED by PerpNegGuider)", deprecated=True,
+      experimental=True, python_module="comfy_extras.nodes_perpneg")
+def PerpNeg(model: Model, empty_conditioning: Conditioning,
+            neg_scale: Annotated[float, Range(0.0, 100.0, step=0.01)] = 1.0) -> Model:
+    """Perp-Neg as a CFG function on the model (the older form of PerpNegGuider): one more pass per step on the empty
+    prompt, and only the part of the negative perpendicular to the positive pushes the result."""
+    from diffusion.denoiser import Denoiser
+    from diffusion.guidance.guiders import perp_neg
+    from diffusion.patching import set_model_option
+
+    def cfg_function(args: dict[str, Any]) -> Any:
+        x, sigma = args["input"], args["sigma"]
+        empty = Denoiser(args["model"], empty_conditioning, [], 1.0, x.shape).predict(
+            x, sigma, [0], args["model_options"])[0]
+        return x - perp_neg(x, args["cond_denoised"], args["uncond_denoised"], empty, neg_scale, args["cond_scale"])
+
+    patched = model.clone()
+    set_model_option(patched.options, "sampler_cfg_function", cfg_function)
+    return patched

@@ -77,3 +77,22 @@ def test_torch_compile_falls_back_to_eager_when_it_cannot_compile(loaded, caplog
     assert "cannot compile" in caplog.text
     patched = M.TorchCompileModel(loaded.unet, "cudagraphs")  # no CUDA here: a warning, the model unchanged
     assert "torch_compile_backend" not in patched.options or torch.cuda.is_available()
+
+
+def test_perp_neg_at_zero_scale_is_cfg_against_the_empty_prompt(loaded) -> None:
+    from nodes.guidance import PerpNeg
+
+    unet, clip = loaded.unet, loaded.clip
+
+    def encode(text: str) -> list:
+        cond, pooled = clip.encode(text)
+        return [[cond, {"pooled_output": pooled}]]
+
+    positive, negative, empty = encode("a red circle"), encode("a blue square"), encode("")
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    patched = PerpNeg(unet, empty, 0.0)
+    got = ksample(patched, 2, 3, 4.0, "euler", "normal", positive, negative, latent)["samples"]
+    want = ksample(unet, 2, 3, 4.0, "euler", "normal", positive, empty, latent)["samples"]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+    strong = ksample(PerpNeg(unet, empty, 1.0), 2, 3, 4.0, "euler", "normal", positive, negative, latent)["samples"]
+    assert not torch.allclose(strong, want) and unet.options == {}
