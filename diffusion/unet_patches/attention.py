@@ -99,7 +99,8 @@ def attention_patches(unet: nn.Module, transformer_options: Mapping[str, Any] | 
             if not before and not after and replaced is None:
                 continue
             inner = module.to_q.out_features
-            extra = {**base, **facts, "n_heads": module.heads, "dim_head": inner // module.heads}
+            extra = {**base, **facts, "n_heads": module.heads, "dim_head": inner // module.heads,
+                     "attn_precision": None}  # ComfyUI's key: None is its default precision
             swapped.append((module, module.processor))
             module.processor = _PatchedProcessor(list(before), replaced, list(after), extra, shape)
         yield
