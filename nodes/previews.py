@@ -20,6 +20,10 @@ from nodes.api import Context
 
 #: Extensions tried for a TAESD decoder file, in order.
 DECODER_SUFFIXES = (".safetensors", ".pth", ".pt")
+#: VAELoader's TAESD names, also the stems of their ``<name>_encoder.*``/``<name>_decoder.*`` files
+#: (``diffusion.taesd.TINY_VAES`` has their latent scales; listed here so that building
+#: /object_info never imports torch).
+TAESD_NAMES = ("taesd", "taesdxl", "taesd3", "taef1")
 
 
 def taesd_decoder_path(ctx: Context, arch: str) -> Path | None:
@@ -41,21 +45,16 @@ def _approx_file(folders: Any, prefix: str) -> str | None:
 
 def vae_loader_names(folders: Any) -> list[str]:
     """VAELoader's choices: the ``vae`` files, each TAESD pair installed in ``vae_approx``, then ``pixel_space``."""
-    from diffusion.taesd import TINY_VAES
-
-    tiny = [name for name, (stem, *_) in TINY_VAES.items()
-            if _approx_file(folders, stem + "_encoder") and _approx_file(folders, stem + "_decoder")]
+    tiny = [name for name in TAESD_NAMES
+            if _approx_file(folders, name + "_encoder") and _approx_file(folders, name + "_decoder")]
     return [*folders.filename_list("vae"), *tiny, "pixel_space"]
 
 
 def tiny_vae_paths(ctx: Context, name: str) -> tuple[Path, Path] | None:
     """(encoder, decoder) files of the TAESD pair ``name``, or None when it is not one or not installed."""
-    from diffusion.taesd import TINY_VAES
-
-    if name not in TINY_VAES:
+    if name not in TAESD_NAMES:
         return None
-    stem = TINY_VAES[name][0]
-    files = [_approx_file(ctx.folders, stem + part) for part in ("_encoder", "_decoder")]
+    files = [_approx_file(ctx.folders, name + part) for part in ("_encoder", "_decoder")]
     paths = [ctx.folders.full_path("vae_approx", f) for f in files if f is not None]
     return (paths[0], paths[1]) if len(paths) == 2 and None not in paths else None  # type: ignore[return-value]
 

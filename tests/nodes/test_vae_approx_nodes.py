@@ -89,3 +89,19 @@ def test_taesd_is_refused_at_validation_when_not_installed(tmp_path: Path) -> No
                                "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}},
                               registry_at(tmp_path))
     assert not checked.ok and "taesd" in str(checked.node_errors)
+
+
+def test_listing_the_choices_does_not_import_torch(tmp_path: Path) -> None:
+    """/object_info stays cheap: VAELoader's names are spelled out in nodes.previews, and match diffusion's."""
+    import subprocess
+    import sys
+
+    from diffusion.taesd import TINY_VAES
+    from nodes.previews import TAESD_NAMES
+
+    assert set(TAESD_NAMES) == set(TINY_VAES) and all(TINY_VAES[n][0] == n for n in TAESD_NAMES)
+    code = ("import sys; from nodes.folders import Folders; from nodes.previews import vae_loader_names; "
+            f"print(vae_loader_names(Folders({str(tmp_path)!r}))); assert 'torch' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "['pixel_space']"
