@@ -41,10 +41,8 @@ def test_dropping_an_image_on_load_image_uploads_it(page: Any, server: Server) -
     load = page.evaluate("() => noodlebox.addNode('LoadImage', [150, 100]).id")
     buffer = io.BytesIO()
     Image.new("RGB", (32, 24), (0, 128, 255)).save(buffer, format="PNG")
-    node = next(n for n in editor.nodes() if n["id"] == load)
-    target = editor.to_client(node["pos"][0] + node["size"][0] / 2, node["pos"][1] + node["size"][1] / 2)
     with page.expect_response(lambda r: r.url.endswith("/upload/image")) as upload:
-        editor.drop_file(buffer.getvalue(), "blue swatch.png", "image/png", target)
+        editor.drop_file_on_node(buffer.getvalue(), "blue swatch.png", "image/png", load)
     assert upload.value.status == 200, upload.value.text()  # a failed upload says why, not a timeout
     page.wait_for_function(f"() => noodlebox.graph.getNodeById({load}).widgets[0].value === 'blue swatch.png'")
     assert (server.base_dir / "input" / "blue swatch.png").is_file()

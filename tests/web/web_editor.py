@@ -264,6 +264,36 @@ class Editor:
             {"b64": base64.b64encode(data).decode(), "name": name, "mime": mime, "x": at[0], "y": at[1]},
         )
 
+    def drop_file_on_node(self, data: bytes, name: str, mime: str, node_id: int) -> None:
+        """Drop a file on the middle of a node, as a drag from the desktop does.
+
+        The node's page position is worked out in the same script that dispatches the events:
+        between two Playwright calls the page may lay itself out again (the queue panel fills
+        from the history, a status line changes), and a position computed earlier would then
+        point at empty canvas, where a drop opens the file instead of uploading it.
+        """
+        import base64
+
+        error = self.page.evaluate(
+            """({b64, name, mime, id}) => {
+                const node = noodlebox.graph.getNodeById(id);
+                const gx = node.pos[0] + node.size[0] / 2, gy = node.pos[1] + node.size[1] / 2;
+                const [x, y] = noodlebox.toClient([gx, gy]);
+                const target = document.elementFromPoint(x, y);
+                if (!target) return `node ${id} is off screen at (${x}, ${y})`;
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], name, {type: mime}));
+                for (const type of ["dragenter", "dragover", "drop"]) {
+                    target.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, clientX: x, clientY: y,
+                        bubbles: true, cancelable: true}));
+                }
+                return null;
+            }""",
+            {"b64": base64.b64encode(data).decode(), "name": name, "mime": mime, "id": node_id},
+        )
+        assert error is None, error
+
     def canvas_pixel(self, x: float, y: float) -> list[int]:
         """RGBA of the canvas at graph position (x, y) as drawn on screen."""
         return self.page.evaluate(
