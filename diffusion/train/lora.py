@@ -5,7 +5,7 @@ timestep, noises the latents, denoises them through the model (``diffusion.denoi
 SDXL's extra conditioning and inpainting channels work as when sampling) with the LoRA's
 output added by forward hooks, and fits the denoised latents to the clean ones. The base
 weights (with the MODEL's own patches applied) never change; the result is a
-:class:`TrainedLora`, which becomes weight patches (``W + scale * up @ down``) or a kohya file.
+:class:`TrainedLora`, which becomes weight patches (``diffusion.lora.kohya.LoraAdapter``) or a kohya file.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from diffusion.convert import unet_ldm_names
 from diffusion.denoiser import Denoiser
+from diffusion.lora.kohya import LoraAdapter
 from diffusion.models import UNetModel
 from diffusion.sampling.schedule import process_latent_in
 
@@ -38,20 +39,6 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 ALGORITHMS = ("LoRA",)
 
 
-@dataclass(frozen=True, eq=False)
-class LowRankDelta:
-    """``W + strength * scale * up @ down`` (a trained LoRA factor pair, as a weight adapter)."""
-
-    down: torch.Tensor
-    up: torch.Tensor
-    scale: float
-
-    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
-        """Add the low-rank product, reshaped to the weight."""
-        delta = (self.up.to(weight.device, torch.float32) @ self.down.to(weight.device, torch.float32))
-        return weight.add_(delta.reshape(weight.shape), alpha=strength * self.scale)
-
-
 @dataclass
 class TrainedLora:
     """A trained LoRA (ComfyUI's LORA_MODEL): ``{UNet weight name: (down [r, in], up [out, r])}`` and its alpha."""
@@ -62,10 +49,9 @@ class TrainedLora:
     unet_config: Mapping[str, Any]
     steps: int = 0
 
-    def adapters(self) -> dict[str, LowRankDelta]:
-        """The weight adapters, keyed by the UNet's parameter names."""
-        scale = self.alpha / self.rank
-        return {key: LowRankDelta(down.detach(), up.detach(), scale) for key, (down, up) in self.factors.items()}
+    def adapters(self) -> dict[str, LoraAdapter]:
+        """The weight adapters (the loader's own LoRA adapter), keyed by the UNet's parameter names."""
+        return {key: LoraAdapter(up.detach(), down.detach(), self.alpha) for key, (down, up) in self.factors.items()}
 
     def file_tensors(self) -> dict[str, torch.Tensor]:
         """The kohya layout: ``lora_unet_<LDM name>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``."""
