@@ -109,14 +109,50 @@ def no_writes_outside(roots: Sequence[Path], refused: list[str]) -> Iterator[Non
         _active.guard = previous
 
 
+_capture = threading.local()
+
+
+class _ThreadStdout(io.TextIOBase):
+    """``sys.stdout`` that sends a thread's writes to its capture buffer while it has one.
+
+    ``contextlib.redirect_stdout`` swaps the one process-wide ``sys.stdout``: while a pack
+    imported in one thread, every other thread's prints went into that pack's buffer too
+    (the server's "serving on" line among them, which a parent process waits for).
+    """
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def _target(self) -> Any:
+        return getattr(_capture, "buffer", None) or self.real
+
+    def write(self, text: str) -> int:
+        """Write to this thread's capture buffer, or to the real stream."""
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        """Flush this thread's target."""
+        self._target().flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 @contextlib.contextmanager
 def captured_stdout(pack: str) -> Iterator[io.StringIO]:
-    """Send what is printed meanwhile to the log (``custom_nodes.<pack>`` at INFO), not to stdout."""
+    """Send what this thread prints meanwhile to the log (``custom_nodes.<pack>`` at INFO), not to stdout.
+
+    Other threads keep printing to the real standard output.
+    """
+    if not isinstance(sys.stdout, _ThreadStdout):
+        sys.stdout = _ThreadStdout(sys.stdout)
     buffer = io.StringIO()
+    previous = getattr(_capture, "buffer", None)
+    _capture.buffer = buffer
     try:
-        with contextlib.redirect_stdout(buffer):
-            yield buffer
+        yield buffer
     finally:
+        _capture.buffer = previous
         text = buffer.getvalue().rstrip()
         if text:
             logging.getLogger(f"custom_nodes.{pack}").info("%s", text)
