@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,17 @@ from pack_kit import BAD_PACKS, DATA, pack_registry, run_prompt
 
 from nodes.registry import NodeRegistry
 
-ESCAPED = DATA / "escaped_by_pack.txt"
+
+def _outside_temp() -> Path | None:
+    """A place that is neither a pack's folder nor the system temp dir (which packs may write to)."""
+    temp = Path(tempfile.gettempdir()).resolve()
+    for folder in (Path.home(), DATA.resolve().parents[2]):
+        if temp != folder.resolve() and temp not in folder.resolve().parents:
+            return folder / ".noodlebox-test-escaped-by-pack.txt"
+    return None
+
+
+ESCAPED = _outside_temp() or DATA / "escaped_by_pack.txt"
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +32,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> NodeRegistry:
     import nodes.comfy_surface.comfy.utils  # noqa: F401
     import nodes.compat as compat
 
+    if _outside_temp() is None:
+        pytest.skip("every candidate folder is inside the system temp dir, where packs may write")
     before = compat.IMPORT_TIMEOUT_S
     compat.IMPORT_TIMEOUT_S = 1.0
+    os.environ["NOODLEBOX_TEST_ESCAPE_TARGET"] = str(ESCAPED)
     try:
         return pack_registry(tmp_path_factory.mktemp("bad"), [BAD_PACKS])
     finally:
         compat.IMPORT_TIMEOUT_S = before
+        del os.environ["NOODLEBOX_TEST_ESCAPE_TARGET"]
 
 
 def errors(registry: NodeRegistry) -> dict[str, str]:
