@@ -103,5 +103,4 @@ def merge_clips(clip1: ClipTextEncoder, clip2: ClipTextEncoder, strength: float,
             others[f"{slot}.{key}"] = weight
         own.update({f"{slot}.{k}": v for k, v in first.named_parameters()})
     patches = _merge(clip1.weight_patches, others, own, lambda _key: (strength, strength_model))
-    return ClipTextEncoder(clip1.kind, clip1.clip_l, clip1.clip_g, clip_skip=clip1.clip_skip,  # type: ignore[arg-type]
-                           weight_patches=patches, cond_hooks=clip1.cond_hooks)
+    return clip1.with_weight_patches(patches)

@@ -282,19 +282,26 @@ class ClipTextEncoder:
         """Weight hooks that conditionings encoded by this CLIP carry (``SetClipHooks``), or None."""
         return self._cond_hooks
 
+    def _copy(self, **changes: Any) -> ClipTextEncoder:
+        """A copy sharing the models, with ``changes`` (clip_skip, weight_patches, cond_hooks) applied."""
+        fields = {"clip_skip": self._clip_skip, "weight_patches": self._patches, "cond_hooks": self._cond_hooks}
+        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, **{**fields, **changes})  # type: ignore[arg-type]
+
     def with_clip_skip(self, layer: int | None) -> ClipTextEncoder:
         """A copy that stops at ``layer`` (``-1`` last, ``-2`` penultimate...), sharing the models."""
-        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=layer, weight_patches=self._patches,
-                               cond_hooks=self._cond_hooks)
+        return self._copy(clip_skip=layer)
 
     def with_cond_hooks(self, hooks: Any) -> ClipTextEncoder:
         """A copy whose conditionings carry ``hooks`` (None: none)."""
-        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=self._clip_skip,
-                               weight_patches=self._patches, cond_hooks=hooks)
+        return self._copy(cond_hooks=hooks)
+
+    def with_weight_patches(self, patches: WeightPatches) -> ClipTextEncoder:
+        """A copy whose weight patches are ``patches`` (a mapping built from this one's, e.g. by a merge)."""
+        return self._copy(weight_patches=patches)
 
     def clone(self) -> ClipTextEncoder:
         """A copy sharing the models, with its own patch list."""
-        return self.with_clip_skip(self._clip_skip)
+        return self._copy()
 
     def with_patches(self, adapters: Mapping[str, WeightAdapter], strength: float = 1.0,
                      strength_model: float = 1.0) -> ClipTextEncoder:
@@ -302,9 +309,7 @@ class ClipTextEncoder:
         slots = {k.partition(".")[0] for k in adapters}
         if not slots <= {"clip_l", "clip_g"}:
             raise KeyError(f"CLIP patch keys must start with clip_l. or clip_g., got {sorted(slots)}")
-        return ClipTextEncoder(self._kind, self._clip_l, self._clip_g, clip_skip=self._clip_skip,
-                               weight_patches=add_patches(self._patches, adapters, strength, strength_model),
-                               cond_hooks=self._cond_hooks)
+        return self._copy(weight_patches=add_patches(self._patches, adapters, strength, strength_model))
 
     def slot_patches(self, slot: str) -> WeightPatches:
         """The patches on one text model (``clip_l`` or ``clip_g``), keyed by its own parameter names."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from .api import REQUIRED, Clip, Context, ExtraPngInfo, HiddenPrompt, Input, Model, OneOf, Range, Vae, node
-from .save_paths import save_target
+from .save_paths import model_file
 
 _CATEGORY = "advanced/model_merging"
 
@@ -27,8 +27,7 @@ def _metadata(prompt: Any, extra_pnginfo: Any) -> dict[str, str]:
 
 
 def _target(ctx: Context, prefix: str, suffix: str = "") -> Path:
-    target = save_target(ctx.folders.output_dir, prefix, 0, 0)
-    return target.folder / f"{target.filename}{suffix}_{target.counter:05}_.safetensors"
+    return model_file(ctx.folders.output_dir, prefix, suffix)
 
 
 @node(category=_CATEGORY, display_name="Save Checkpoint", output_node=True)

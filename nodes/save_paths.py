@@ -102,3 +102,9 @@ def save_target(output_dir: Path, prefix: str, width: int, height: int) -> SaveT
     folder.mkdir(parents=True, exist_ok=True)
     rel = folder.relative_to(root).as_posix()
     return SaveTarget(folder, filename, _next_counter(folder, filename), "" if rel == "." else rel)
+
+
+def model_file(output_dir: Path, prefix: str, suffix: str = "") -> Path:
+    """Where a saving node writes a model: ``<prefix><suffix>_<5-digit counter>_.safetensors`` in ``output_dir``."""
+    target = save_target(output_dir, prefix, 0, 0)
+    return target.folder / f"{target.filename}{suffix}_{target.counter:05}_.safetensors"

@@ -30,7 +30,7 @@ from .api import (
     Socket,
     node,
 )
-from .save_paths import save_target
+from .save_paths import model_file
 
 LoraModel = Socket("LORA_MODEL")
 LossMap = Socket("LOSS_MAP")
@@ -179,8 +179,7 @@ def SaveLoRANode(
 
     if steps is not None:
         prefix = f"{prefix}_{steps}_steps"
-    target = save_target(ctx.folders.output_dir, prefix, 0, 0)
-    write_trained_lora(target.folder / f"{target.filename}_{target.counter:05}_.safetensors", lora)
+    write_trained_lora(model_file(ctx.folders.output_dir, prefix), lora)
 
 
 @node(category="training", display_name="Plot Loss Graph", output_node=True)

@@ -92,12 +92,9 @@ def UNetCrossAttentionMultiply(model: Model, q: Factor = 1.0, k: Factor = 1.0, v
 @node(category="_for_testing/attention_experiments")
 def CLIPAttentionMultiply(clip: Clip, q: Factor = 1.0, k: Factor = 1.0, v: Factor = 1.0, out: Factor = 1.0) -> Clip:
     """Multiplies the text encoders' self-attention projections by factors."""
-    from diffusion.text import ClipTextEncoder
     from diffusion.unet_patches.attention_scale import scaled_projections
 
     factors = {"self_attn.q_proj": q, "self_attn.k_proj": k, "self_attn.v_proj": v, "self_attn.out_proj": out}
     keys = [f"{slot}.{key}" for slot in ("clip_l", "clip_g") if getattr(clip, slot) is not None
             for key, _ in getattr(clip, slot).named_parameters()]
-    return ClipTextEncoder(clip.kind, clip.clip_l, clip.clip_g, clip_skip=clip.clip_skip,  # type: ignore[arg-type]
-                           weight_patches=scaled_projections(clip.weight_patches, keys, factors),
-                           cond_hooks=clip.cond_hooks)
+    return clip.with_weight_patches(scaled_projections(clip.weight_patches, keys, factors))
