@@ -37,7 +37,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 from transformers.utils import logging as hf_logging
 
-from diffusion import convert
+from diffusion import convert, x4_upscaler
 from diffusion.detect import UNET_PREFIX, CheckpointLayout, DetectionError, derive_vae_config, detect, find_vae_prefix
 from diffusion.models import (
     LATENT_SCALE,
@@ -191,6 +191,8 @@ def resolve_prediction(layout: CheckpointLayout, file: TensorFile, choice: str |
         return choice  # type: ignore[return-value]
     if choice not in (None, "auto"):
         raise CheckpointError(f"unknown prediction type {choice!r}; expected eps, v or auto")
+    if layout.variant == "x4_upscaler":
+        return "v"  # as ComfyUI has it, whatever the file says
     if "v_pred" in file.shapes:
         return "v"
     marked = file.metadata.get("modelspec.prediction_type", "").lower()
@@ -293,7 +295,7 @@ def _load_parts(
     except DetectionError as exc:
         raise CheckpointError(f"{name}: {exc}") from None
     pred = resolve_prediction(layout, file, prediction)
-    scale = LATENT_SCALE[layout.arch]
+    scale = x4_upscaler.LATENT_SCALE if layout.variant == "x4_upscaler" else LATENT_SCALE[layout.arch]
     unet = clip = vae = None
     if "unet" in wanted:
         if layout.unet_config is None:
@@ -312,6 +314,9 @@ def _load_parts(
             in_channels=config["in_channels"],
             context_dim=config["cross_attention_dim"],
             adm_channels=layout.adm_channels,
+            schedule=x4_upscaler.schedule(pred) if layout.variant == "x4_upscaler" else None,  # type: ignore[arg-type]
+            variant=layout.variant,
+            context_projection=_context_projection(file, layout, dtypes.unet, device),
         )
     if "clip" in wanted:
         if not layout.text_encoders:
@@ -325,6 +330,16 @@ def _load_parts(
         remember_vae(unet.model, vae, scale)
     info = describe(layout, file, pred)
     return LoadedCheckpoint(str(file.path), layout.arch, pred, unet, clip, vae, info)  # type: ignore[arg-type]
+
+
+def _context_projection(file: TensorFile, layout: CheckpointLayout, dtype: torch.dtype,
+                        device: torch.device) -> torch.nn.Module | None:
+    """Stable Zero123's ``cc_projection`` (image embeds + camera -> the UNet's context width), else None."""
+    if layout.variant != "zero123":
+        return None
+    from diffusion.zero123 import projection_from  # it builds on this module
+
+    return projection_from(file.read("cc_projection.", dtype), device)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from diffusion import x4_upscaler
 from diffusion.control.inject import adapter_hooks, call_residuals, check_chain, controlnet_kwargs, spread_to_uncond
 from diffusion.control.models import Control
 from diffusion.gligen import gligen_hooks
@@ -133,8 +134,10 @@ class Denoiser:
         denoise_mask: torch.Tensor | None = None,
         disable_cfg1_optimization: bool = False,
         extra: Sequence[Sequence[Sequence[Any]]] = (),
+        seed: int = 0,
     ) -> None:
         self.unet = unet
+        self.seed = int(seed)  # the sampling seed: the x4 upscaler's image noise is drawn from it
         self.cfg = float(cfg)
         self.shape = tuple(latent_shape)
         self.disable_cfg1_optimization = disable_cfg1_optimization
@@ -159,6 +162,10 @@ class Denoiser:
                  denoise_mask: torch.Tensor | None) -> _Entry:
         """Turn ``[cond, options]`` into an :class:`_Entry` for this latent."""
         cond, options = entry[0], dict(entry[1] if len(entry) > 1 else {})
+        projection = self.unet.context_projection
+        if projection is not None and cond.shape[-1] != self.unet.context_dim:  # Stable Zero123's cc_projection
+            with torch.no_grad():
+                cond = projection(cond.to(projection.weight.device, projection.weight.dtype)).float()  # type: ignore[arg-type]
         _, _, height, width = self.shape
         schedule = self.unet.schedule
         prepared = _Entry(context=cond, strength=float(options.get("strength", 1.0)))
@@ -185,7 +192,11 @@ class Denoiser:
             prepared.extra = self._adm(options, prompt_type)
         if self.unet.inpaint:
             prepared.concat = self._inpaint_channels(options, latent_image, denoise_mask)
-        if self.unet.in_channels == IP2P_CHANNELS:
+        if self.unet.variant == "x4_upscaler":
+            image, level = x4_upscaler.unet_inputs(options, self.shape, self.seed)
+            prepared.concat = resize_to_batch(image, self.shape[0])
+            prepared.extra = {"class_labels": torch.tensor([level])}
+        elif self.unet.in_channels == IP2P_CHANNELS:
             prepared.concat = self._ip2p_channels(options)
         prepared.gligen = options.get("gligen")
         if options.get("control") is not None:
@@ -246,7 +257,8 @@ class Denoiser:
         image = image.float()
         if tuple(image.shape[-2:]) != (height, width):
             image = upscale(image, width, height, "bilinear", "center")
-        return resize_to_batch(image, batch) * self.unet.latent_scale
+        scale = 1.0 if self.unet.variant == "zero123" else self.unet.latent_scale  # Zero123 takes it unscaled
+        return resize_to_batch(image, batch) * scale
 
     # -- the call -----------------------------------------------------------------------------------
 
@@ -392,9 +404,12 @@ class Denoiser:
             model_in = torch.cat([model_in, c_concat.to(model_in.device)], dim=1)
         timesteps = schedule.timestep(sigma.cpu()).float().to(unet.device)
         kwargs: dict[str, Any] = {}
-        if added_cond_kwargs:
+        added = dict(added_cond_kwargs or {})
+        if "class_labels" in added:  # the x4 upscaler's noise level
+            kwargs["class_labels"] = added.pop("class_labels").to(unet.device)
+        if added:
             # float32 on purpose: diffusers concatenates them with its float32 size embeddings first.
-            kwargs["added_cond_kwargs"] = {k: v.to(unet.device) for k, v in added_cond_kwargs.items()}
+            kwargs["added_cond_kwargs"] = {k: v.to(unet.device) for k, v in added.items()}
         if residuals is not None:
             kwargs.update(controlnet_kwargs(residuals, unet.dtype, unet.device))
         with torch.set_grad_enabled(self.grad), self._weights(hooks, sigma) as module, \

@@ -41,6 +41,10 @@ TEXT_LAYOUTS: dict[str, dict[str, tuple[str, str]]] = {
 #: Pooled text width + this many 256-wide size embeddings = the ADM input width.
 ADM_SIZE_EMBEDDINGS = {"sdxl": 6, "sdxl_refiner": 5}
 ADM_EMBED_DIM = 256
+#: Stable Zero123's image-embedding projection (772 -> 768), a top-level key beside the UNet.
+ZERO123_PROJECTION = "cc_projection."
+#: Input channels of the SD x4 upscaler's UNet (latent + the low-resolution RGB image).
+X4_UPSCALER_CHANNELS = 7
 
 
 class DetectionError(ValueError):
@@ -70,6 +74,8 @@ class CheckpointLayout:
     unet_params: int = 0
     vae_params: int = 0
     adm_channels: int | None = None
+    #: A model kind with its own conditioning: ``zero123``, ``x4_upscaler`` (see :func:`model_variant`), else None.
+    variant: str | None = None
 
     @property
     def inpaint(self) -> bool:
@@ -107,6 +113,8 @@ def _probe(prefix: str, layout: str) -> str:
 
 def detect_arch(shapes: Shapes) -> str:
     """The family (``sd1``, ``sd2``, ``sdxl``, ``sdxl_refiner``): by text-encoder layout, else by UNet shapes."""
+    if _has_prefix(shapes, ZERO123_PROJECTION):
+        return "sd1"  # Stable Zero123: an SD1.x UNet; its CLIP may carry a text tower that is never used
     for arch in ("sdxl", "sdxl_refiner", "sd1", "sd2"):
         if all(_has_prefix(shapes, _probe(prefix, layout)) for prefix, layout in TEXT_LAYOUTS[arch].values()):
             if arch == "sdxl_refiner" and _has_prefix(shapes, "conditioner.embedders.1."):
@@ -199,6 +207,11 @@ def derive_unet_config(shapes: Shapes, arch: str, p: str = UNET_PREFIX) -> dict[
     if time_dim != 4 * channels[0]:
         config["time_embedding_dim"] = time_dim
     _check_up_path(shapes, p, depths, layers_per_block)
+    classes = shapes.get(p + "label_emb.weight")
+    if classes is not None:  # the x4 upscaler's noise-level embedding; 8 heads; some levels cross-attend only
+        config.update(num_class_embeds=classes[0], attention_head_dim=8, upcast_attention=False,
+                      only_cross_attention=_only_cross_attention(shapes, p, channels, depths,
+                                                                          layers_per_block))
     adm = shapes.get(p + "label_emb.0.0.weight")
     if adm is not None:
         if arch not in ADM_SIZE_EMBEDDINGS:
@@ -211,6 +224,16 @@ def derive_unet_config(shapes: Shapes, arch: str, p: str = UNET_PREFIX) -> dict[
     elif arch in ADM_SIZE_EMBEDDINGS:
         raise DetectionError(f"a {arch} checkpoint needs the UNet's ADM input (label_emb), which is missing")
     return config
+
+
+def _only_cross_attention(shapes: Shapes, p: str, channels: list[int], depths: list[int],
+                          layers_per_block: int) -> list[bool]:
+    """Per level: does the first attention's ``attn1`` read the context (its keys as wide as the context)?"""
+    flags = []
+    for level, (width, depth) in enumerate(zip(channels, depths, strict=True)):
+        key = f"{p}input_blocks.{1 + level * (layers_per_block + 1)}.1.transformer_blocks.0.attn1.to_k.weight"
+        flags.append(bool(depth) and key in shapes and shapes[key][1] != width)
+    return flags
 
 
 def _check_up_path(shapes: Shapes, p: str, depths: list[int], layers_per_block: int) -> None:
@@ -323,4 +346,17 @@ def detect(shapes: Shapes) -> CheckpointLayout:
         unet_params=_params(shapes, UNET_PREFIX),
         vae_params=_params(shapes, vae_prefix) if vae_prefix else 0,
         adm_channels=adm[1] if adm else None,
+        variant=model_variant(shapes, unet_config),
     )
+
+
+def model_variant(shapes: Shapes, unet_config: dict[str, Any] | None) -> str | None:
+    """``zero123`` (a ``cc_projection`` beside the UNet), ``x4_upscaler`` (7 input channels and a
+    noise-level class embedding), or None for the plain families."""
+    if unet_config is None:
+        return None
+    if _has_prefix(shapes, ZERO123_PROJECTION):
+        return "zero123"
+    if unet_config["in_channels"] == X4_UPSCALER_CHANNELS and "num_class_embeds" in unet_config:
+        return "x4_upscaler"
+    return None

@@ -91,7 +91,7 @@ def run_sampler(
     if noise_mask is not None:
         denoise_mask = prepare_denoise_mask(noise_mask.to(device), latent.shape)
     denoiser = Denoiser(model, positive, negative, cfg, tuple(latent.shape), latent_image=latent,
-                        denoise_mask=denoise_mask)
+                        denoise_mask=denoise_mask, seed=seed)
     total = sigmas.shape[-1] - 1
     step_callback = None
     if callback is not None:

@@ -39,6 +39,9 @@ ARCHS = ("sd15", "sd15-inpaint", "sd15-ip2p", "sd2", "sd2-v", "sdxl", "sdxl-refi
 #: The transformer families, written by ``diffusion.families.synthetic`` (sizes tiny and small);
 #: ``write_checkpoint`` takes them too.
 TRANSFORMER_ARCHS = ("sd35", "flux-dev", "flux-schnell")
+#: SD-family models with their own conditioning, written by their own modules (``diffusion.x4_upscaler``,
+#: ``diffusion.zero123``); ``write_checkpoint`` takes them too.
+IMAGE_ARCHS = ("sd-x4-upscaler", "zero123")
 SIZES = ("tiny", "small", "full")
 
 StateDict = dict[str, torch.Tensor]
@@ -253,6 +256,11 @@ def write_checkpoint(
         from diffusion.families import synthetic as transformer_synthetic  # it builds on this module
 
         return transformer_synthetic.write_checkpoint(path, name, size, seed, dtype)
+    if name in IMAGE_ARCHS:
+        from diffusion import x4_upscaler, zero123  # they build on this module
+
+        writer = x4_upscaler.write_checkpoint if name == "sd-x4-upscaler" else zero123.write_checkpoint
+        return writer(path, size, seed, dtype)
     tensors, metadata = make_checkpoint(name, size, seed, dtype)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,10 @@ import torch
 from diffusion.checkpoint import CheckpointError, inspect_checkpoint
 from diffusion.precision import PRECISIONS
 from diffusion.synthetic import ARCHS as UNET_ARCHS
-from diffusion.synthetic import ORIGIN, SIZES, TRANSFORMER_ARCHS, write_checkpoint
+from diffusion.synthetic import IMAGE_ARCHS, ORIGIN, SIZES, TRANSFORMER_ARCHS, write_checkpoint
 
 #: Every arch ``make-checkpoint`` writes: the UNet families and SD3.5 / Flux.
-ARCHS = UNET_ARCHS + TRANSFORMER_ARCHS
+ARCHS = UNET_ARCHS + TRANSFORMER_ARCHS + IMAGE_ARCHS
 
 #: dtypes a synthetic checkpoint can be written in (``auto`` is not a storage type).
 STORAGE_DTYPES = tuple(p for p in PRECISIONS if p != "auto")

@@ -58,6 +58,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.model_kinds",
     "nodes.gligen",
     "nodes.image_models",
+    "nodes.image_only",
     "nodes.sd3",
     "nodes.flux",
 )
