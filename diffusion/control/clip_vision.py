@@ -2,10 +2,12 @@
 
 Files in transformers' layout (``vision_model.*`` and ``visual_projection.weight``, bare or
 under a prefix), as ComfyUI's ``clip_vision`` folder holds them: ViT-L/14 (OpenAI, 224 or
-336 pixels), ViT-H/14 and ViT-bigG/14 (LAION). The config comes from the shapes: width,
+336 pixels), ViT-H/14 and ViT-bigG/14 (LAION); OpenCLIP-layout files (``visual.*``) are converted
+by ``diffusion.control.clip_vision_openclip``. The config comes from the shapes: width,
 depth, MLP width, patch size, image size (from the position embeddings) and projection.
-Not in the weights: heads (a head dimension of 64) and the activation (quick-gelu for
-OpenAI's 1024-wide ViT-L, gelu for the LAION models), as ComfyUI's configs have them.
+Not in the weights: heads (16 for the three published widths, else a head dimension of 64)
+and the activation (quick-gelu for OpenAI's 1024-wide ViT-L, gelu for the LAION models), as
+ComfyUI's configs have them.
 
 Encoding resizes as ComfyUI's ``clip_preprocess`` does: bicubic with antialiasing, the short
 side to the model's size and a centre crop (``crop="center"``) or straight to a square
@@ -21,14 +23,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPVisionModelWithProjection
 
-from diffusion.checkpoint import CheckpointError, TensorFile, _as_checkpoint_errors, _build
+from diffusion.checkpoint import CheckpointError, TensorFile
 from diffusion.precision import Precision, resolve_precision
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _PROBE = "vision_model.embeddings.patch_embedding.weight"
+#: Heads of the published encoders by width: 16 for all three (heads of 64, 80 and 104 wide).
+_HEADS = {1024: 16, 1280: 16, 1664: 16}
 
 
 @dataclass(eq=False)
@@ -73,7 +77,7 @@ def vision_config(shapes: dict[str, tuple[int, ...]], prefix: str = "") -> dict[
         "hidden_size": hidden,
         "intermediate_size": shapes[p + "encoder.layers.0.mlp.fc1.weight"][0],
         "num_hidden_layers": len(layers),
-        "num_attention_heads": max(1, hidden // 64),
+        "num_attention_heads": _HEADS.get(hidden, max(1, hidden // 64)),
         "patch_size": patch,
         "image_size": grid * patch,
         "projection_dim": shapes[prefix + "visual_projection.weight"][0],
@@ -86,17 +90,14 @@ def load_clip_vision(path: str | os.PathLike[str], *, precision: str | Precision
     """Load a CLIP vision file; :class:`CheckpointError` with a one-line reason for anything else."""
     device = torch.device(device)
     dtypes = precision if isinstance(precision, Precision) else resolve_precision(precision, device)
-    with TensorFile(path) as file, _as_checkpoint_errors(file.path.name):
-        name = file.path.name
-        probe = next((k for k in file.shapes if k.endswith(_PROBE)), None)
-        if probe is None:
-            raise CheckpointError(f"{name}: not a CLIP vision model (no {_PROBE})")
-        prefix = probe[: -len(_PROBE)]
-        config = vision_config(file.shapes, prefix)
-        state = {k[len(prefix):]: v for k, v in file.read(prefix, dtypes.text).items()
-                 if not k.endswith("position_ids")}
-        model = _build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**config)), state, "CLIP vision", name)
-        return ClipVisionModel(model.to(device), config["image_size"], device, dtypes.text)
+    from diffusion.control.clip_vision_openclip import find_vision_prefix, load_clip_vision_from
+
+    with TensorFile(path) as file:
+        found = find_vision_prefix(file.shapes)
+        if found is None:
+            raise CheckpointError(f"{file.path.name}: not a CLIP vision model (no {_PROBE} "
+                                  "and no OpenCLIP visual tower)")
+        return load_clip_vision_from(file, found[0], precision=dtypes, device=device)
 
 
 def preprocess(image: torch.Tensor, size: int, crop: bool = True) -> torch.Tensor:
