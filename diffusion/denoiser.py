@@ -162,7 +162,7 @@ class Denoiser:
                  denoise_mask: torch.Tensor | None) -> _Entry:
         """Turn ``[cond, options]`` into an :class:`_Entry` for this latent."""
         cond, options = entry[0], dict(entry[1] if len(entry) > 1 else {})
-        projection = self.unet.context_projection
+        projection = getattr(self.unet, "context_projection", None)  # SD3/Flux MODELs have none
         if projection is not None and cond.shape[-1] != self.unet.context_dim:  # Stable Zero123's cc_projection
             with torch.no_grad():
                 cond = projection(cond.to(projection.weight.device, projection.weight.dtype)).float()  # type: ignore[arg-type]
