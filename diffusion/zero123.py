@@ -96,6 +96,7 @@ def load_image_only(path: str | os.PathLike[str], *, precision: Any = "auto",
     image encoder under ``cond_stage_model.model.visual.``.
     """
     from diffusion.checkpoint import CheckpointError, TensorFile, load_checkpoint
+    from diffusion.control.clip_vision_openclip import load_clip_vision_from
     from diffusion.precision import Precision, resolve_precision
 
     device = torch.device(device)
@@ -104,72 +105,9 @@ def load_image_only(path: str | os.PathLike[str], *, precision: Any = "auto",
         if not any(k.startswith(CLIP_VISION_PREFIX) for k in file.shapes):
             raise CheckpointError(f"{file.path.name}: no CLIP vision model in the file "
                                   f"({CLIP_VISION_PREFIX}*); an image-only checkpoint needs one")
-        vision = load_vision(file, CLIP_VISION_PREFIX, dtypes, device)
+        vision = load_clip_vision_from(file, CLIP_VISION_PREFIX, precision=dtypes, device=device)
     loaded = load_checkpoint(path, precision=dtypes, device=device, parts=("unet", "vae"))
     return loaded.unet, vision, loaded.vae
-
-
-def load_vision(file: Any, prefix: str, dtypes: Any, device: torch.device) -> Any:
-    """The CLIP vision model under ``prefix`` of an open :class:`~diffusion.checkpoint.TensorFile`, in
-    OpenCLIP's layout (the published files) or transformers' (files ComfyUI saves)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from diffusion.checkpoint import _as_checkpoint_errors, _build
-    from diffusion.control.clip_vision import ClipVisionModel, vision_config
-
-    with _as_checkpoint_errors(file.path.name):
-        raw = file.read(prefix, dtypes.text)
-        if prefix + "transformer.resblocks.0.attn.in_proj_weight" in raw:
-            from diffusion.control.clip_vision_openclip import openclip_vision_to_transformers
-
-            state = openclip_vision_to_transformers(raw, prefix)
-        else:
-            state = {k[len(prefix):]: v for k, v in raw.items()}
-        state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
-        config = vision_config({k: tuple(v.shape) for k, v in state.items()})
-        model = _build(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**config)), state, "CLIP vision",
-                       file.path.name)
-    return ClipVisionModel(model.to(device), config["image_size"], device, dtypes.text)
-
-
-# ----------------------------------------------------------------------------- OpenCLIP <-> transformers
-
-_LAYER_TO_OPENCLIP = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
-                      "self_attn.out_proj": "attn.out_proj"}
-_TOP_TO_OPENCLIP = {"vision_model.embeddings.class_embedding": "class_embedding",
-                    "vision_model.embeddings.patch_embedding.weight": "conv1.weight",
-                    "vision_model.embeddings.position_embedding.weight": "positional_embedding",
-                    "vision_model.pre_layrnorm.weight": "ln_pre.weight",
-                    "vision_model.pre_layrnorm.bias": "ln_pre.bias",
-                    "vision_model.post_layernorm.weight": "ln_post.weight",
-                    "vision_model.post_layernorm.bias": "ln_post.bias"}
-
-
-def vision_to_openclip(state: StateDict) -> StateDict:
-    """A transformers ``CLIPVisionModelWithProjection`` state dict in OpenCLIP's ``visual.*`` layout
-    (q/k/v fused into ``in_proj``, the projection transposed as ``proj``); for writing test files."""
-    out: StateDict = {}
-    fused: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        if key.endswith("position_ids"):
-            continue
-        if key in _TOP_TO_OPENCLIP:
-            out[_TOP_TO_OPENCLIP[key]] = value
-        elif key == "visual_projection.weight":
-            out["proj"] = value.T.contiguous()
-        elif key.startswith("vision_model.encoder.layers."):
-            index, _, rest = key.removeprefix("vision_model.encoder.layers.").partition(".")
-            layer, _, kind = rest.rpartition(".")
-            block = f"transformer.resblocks.{index}"
-            if layer in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
-                fused.setdefault(f"{block}.attn.in_proj_{kind}", {})[layer[-6]] = value
-            else:
-                out[f"{block}.{_LAYER_TO_OPENCLIP[layer]}.{kind}"] = value
-        else:
-            raise KeyError(f"no OpenCLIP name for CLIP vision key {key!r}")
-    for key, parts in fused.items():
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    return out
 
 
 # ----------------------------------------------------------------------------- saving
@@ -207,8 +145,9 @@ def save_image_only(path: str | os.PathLike[str], unet: Any, clip_vision: Any, v
 # ----------------------------------------------------------------------------- test checkpoints
 
 #: size -> CLIP vision (hidden, layers, MLP, projection, image size); the projection plus the camera
-#: is what cc_projection maps to the UNet's context width.
-_VISION = {"tiny": (64, 2, 128, 32, 56), "small": (1024, 24, 4096, 768, 224), "full": (1024, 24, 4096, 768, 224)}
+#: is what cc_projection maps to the UNet's context width. The projection is as wide as the context
+#: (as in the real model) so the zero negative is not projected.
+_VISION = {"tiny": (64, 2, 128, 64, 56), "small": (1024, 24, 4096, 768, 224), "full": (1024, 24, 4096, 768, 224)}
 
 
 def _vision_module(size: str) -> torch.nn.Module:
@@ -228,6 +167,7 @@ def synthetic_tensors(size: str = "tiny", seed: int = 0) -> StateDict:
     import dataclasses
 
     from diffusion import convert
+    from diffusion.control.clip_vision_openclip import transformers_vision_to_openclip
     from diffusion.synthetic import _random_tensor, random_weights
     from diffusion.synthetic import synthetic_spec as base_spec
 
@@ -239,7 +179,7 @@ def synthetic_tensors(size: str = "tiny", seed: int = 0) -> StateDict:
     vision = _vision_module(size)
     shapes = {k: tuple(v.shape) for k, v in vision.state_dict().items()}
     state = {k: _random_tensor(f"clip_vision.{k}", s, seed) for k, s in sorted(shapes.items())}
-    out.update({CLIP_VISION_PREFIX + k: v for k, v in vision_to_openclip(state).items()})
+    out.update(transformers_vision_to_openclip(state, CLIP_VISION_PREFIX))
     width = _VISION[size][3] + CAMERA_WIDTH
     context = spec.unet["cross_attention_dim"]
     out[ZERO123_PROJECTION + "weight"] = _random_tensor("cc_projection.weight", (context, width), seed)

@@ -3,8 +3,8 @@
 SD_4XUpscale_Conditioning sets the low-resolution image (pixels in [-1, 1], resized to a
 quarter of the target size) and its noise augmentation on both conditionings, as ComfyUI's
 node does, and starts an empty latent at a quarter of the target size (the x4 upscaler's VAE
-downsamples by 4). The x4 upscaler checkpoint itself is not loadable yet (see the module's
-issue); the entries carry ComfyUI's keys (``concat_image``, ``noise_augmentation``).
+downsamples by 4). The entries carry ComfyUI's keys (``concat_image``, ``noise_augmentation``), which
+the sampler turns into the x4 upscaler's extra input channels and noise level (``diffusion.x4_upscaler``).
 """
 
 from __future__ import annotations
