@@ -138,6 +138,18 @@ def AlignYourStepsScheduler(
     return align_your_steps_schedule(model_type, steps, denoise)
 
 
+@node(category="sampling/custom_sampling/schedulers")
+def GITSScheduler(
+    coeff: Annotated[float, Range(0.80, 1.50, step=0.05)] = 1.20,
+    steps: Annotated[int, Range(2, 1000)] = 10,
+    denoise: Annotated[float, _DENOISE] = 1.0,
+) -> _SigmasOut:
+    """Chen et al.'s GITS noise levels for a coefficient and step count (interpolated beyond 20 steps)."""
+    from diffusion.sampling.gits import gits_schedule
+
+    return gits_schedule(coeff, steps, denoise)
+
+
 @node(category="sampling/custom_sampling/sigmas", display_name="SplitSigmas")
 def SplitSigmas(sigmas: Sigmas, step: Annotated[int, Range(0, 10000)] = 0) -> _Split:
     """Splits at a step: the high part ends and the low part starts with that step's sigma."""
@@ -211,14 +223,21 @@ def ModelSamplingDiscrete(
     sampling: Annotated[str, OneOf(_SAMPLING_TYPES)],
     zsnr: bool = False,
 ) -> Annotated[Model, Output("MODEL")]:
-    """Samples the model as another prediction type (eps, v, x0), optionally on a zero-terminal-SNR schedule."""
+    """Samples the model as another type (eps, v, x0, LCM's distilled 50 timesteps, img_to_img), optionally
+    on a zero-terminal-SNR schedule."""
     from diffusion.sampling import DiscreteSchedule
+    from diffusion.sampling.discrete_variants import ImageToImageSchedule, LCMSchedule
 
-    if sampling not in _PREDICTIONS:
-        raise ValueError(f"ModelSamplingDiscrete: sampling {sampling!r} is not supported yet "
-                         f"(supported: {', '.join(_PREDICTIONS)})")
     patched = _model(model).clone()
-    patched.schedule = DiscreteSchedule(prediction=_PREDICTIONS[sampling], zsnr=zsnr)  # type: ignore[arg-type]
+    if sampling == "lcm":
+        patched.schedule = LCMSchedule(zsnr=zsnr)
+    elif sampling == "img_to_img":
+        patched.schedule = ImageToImageSchedule(zsnr=zsnr)
+    elif sampling in _PREDICTIONS:
+        patched.schedule = DiscreteSchedule(prediction=_PREDICTIONS[sampling], zsnr=zsnr)  # type: ignore[arg-type]
+    else:
+        raise ValueError(f"ModelSamplingDiscrete: unknown sampling {sampling!r} (expected one of "
+                         f"{', '.join(_SAMPLING_TYPES)})")
     return patched
 
 

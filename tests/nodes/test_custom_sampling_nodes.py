@@ -361,5 +361,5 @@ def test_model_sampling_discrete(registry: NodeRegistry, ckpt: LoadedCheckpoint)
     # Zero terminal SNR: the last alpha_bar is ComfyUI's 4.897e-8, so sigma_max is about 4519; the start is kept.
     assert float(zsnr.schedule.sigma_max) == pytest.approx(4518.8, rel=1e-3)
     assert float(zsnr.schedule.sigma_min) == pytest.approx(float(ckpt.unet.schedule.sigma_min), rel=1e-3)
-    with pytest.raises(ValueError, match="not supported"):
-        run(registry, "ModelSamplingDiscrete", model=ckpt.unet, sampling="lcm", zsnr=False)
+    with pytest.raises(ValueError, match="unknown sampling"):
+        run(registry, "ModelSamplingDiscrete", model=ckpt.unet, sampling="edm", zsnr=False)
