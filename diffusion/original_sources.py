@@ -25,6 +25,9 @@ from diffusion.detect import TEXT_LAYOUTS, UNET_PREFIX
 from diffusion.models import LoadedCheckpoint
 from diffusion.patching import set_original_source
 
+#: File dtypes whose values a float32 parameter holds exactly (a source returns them uncast).
+_EXACT = (torch.float16, torch.bfloat16)
+
 #: ``our parameter name -> (key in the file, how to cut the file's tensor into ours)``.
 NameMap = dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor] | None]]
 
@@ -41,7 +44,11 @@ class FileSource:
         self._params = {k: (v.dtype, v.shape, v.device) for k, v in module.named_parameters()}
 
     def __call__(self, name: str) -> torch.Tensor | None:
-        """The original value of parameter ``name`` (None when the map does not know it)."""
+        """The original value of parameter ``name`` (None when the map does not know it).
+
+        In the parameter's dtype, or, for a float32 parameter, the file's float16 / bfloat16
+        view as it is (the values are the same; the reader widens them, no copy here).
+        """
         found = self.names.get(name)
         if found is None or name not in self._params or found[0] not in self.file.shapes:
             return None
@@ -53,7 +60,10 @@ class FileSource:
             tensor = cut(tensor)
         if tensor.numel() != shape.numel():
             return None
-        return tensor.reshape(shape).to(device=device, dtype=dtype)
+        tensor = tensor.reshape(shape)
+        if device == tensor.device and (tensor.dtype == dtype or (dtype == torch.float32 and tensor.dtype in _EXACT)):
+            return tensor  # the file's own view (no copy); widening to float32 is exact, done by the reader
+        return tensor.to(device=device, dtype=dtype)
 
 
 def unet_names(module: nn.Module) -> NameMap:

@@ -108,10 +108,45 @@ def add_patches(patches: WeightPatches, new: Mapping[str, WeightAdapter], streng
     return out
 
 
-def calculate_weight(original: torch.Tensor, entries: tuple[PatchEntry, ...]) -> torch.Tensor:
-    """The float32 weight that ``entries`` make of ``original`` (which is not changed)."""
-    weight = original.to(torch.float32, copy=True)
-    for entry in entries:
+def _low_rank(entry: PatchEntry, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(up * strength * scale, down)`` as float32 matrices when ``entry`` is a plain low-rank change of ``target``."""
+    factors = getattr(entry.adapter, "low_rank", None)
+    found = factors() if factors is not None else None
+    if found is None or entry.function is not None:
+        return None
+    up, down, scale = found
+    if up.shape[0] != target.shape[0] or up.shape[0] * down.shape[1] != target.numel():
+        return None
+    return up.to(target.device) * (entry.strength * scale), down.to(target.device)
+
+
+def _add_low_rank(target: torch.Tensor, ups: list[torch.Tensor], downs: list[torch.Tensor]) -> None:
+    """``target += [up_1 | up_2 ...] @ [down_1; down_2 ...]``: one matrix product written into ``target``."""
+    up = ups[0] if len(ups) == 1 else torch.cat(ups, dim=1)
+    down = downs[0] if len(downs) == 1 else torch.cat(downs, dim=0)
+    if target.is_contiguous():
+        target.view(target.shape[0], -1).addmm_(up, down)
+    else:  # a slice across columns: no 2-D view of it
+        target.add_((up @ down).reshape(target.shape))
+
+
+def calculate_weight(original: torch.Tensor, entries: tuple[PatchEntry, ...],
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """The float32 weight that ``entries`` make of ``original`` (which is not changed).
+
+    With ``out`` (a float32 tensor of the same shape, not ``original`` itself), the weight is
+    computed in it and it is returned: no temporary of the weight's size. Runs of plain
+    low-rank entries (LoRA / LoCon without DoRA, no ``strength_model`` or post-function) on the
+    same slice are added as one matrix product ``[s_1 a_1 up_1 | ...] @ [down_1; ...]``. The
+    result depends only on ``original`` and ``entries``, never on what was applied before.
+    """
+    if out is not None and out.dtype == torch.float32 and out.shape == original.shape:
+        weight = out.copy_(original)
+    else:
+        weight = original.to(torch.float32, copy=True)
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
         if entry.strength_model != 1.0:
             weight.mul_(entry.strength_model)
         if entry.offset is None:
@@ -119,6 +154,20 @@ def calculate_weight(original: torch.Tensor, entries: tuple[PatchEntry, ...]) ->
         else:
             dim, start, length = entry.offset
             target = weight.narrow(dim, start, length)
+        index += 1
+        factors = _low_rank(entry, target)
+        if factors is not None:
+            ups, downs = [factors[0]], [factors[1]]
+            while index < len(entries) and entries[index].strength_model == 1.0 \
+                    and entries[index].offset == entry.offset:
+                more = _low_rank(entries[index], target)
+                if more is None:
+                    break
+                ups.append(more[0])
+                downs.append(more[1])
+                index += 1
+            _add_low_rank(target, ups, downs)
+            continue
         result = entry.adapter.apply(target, entry.strength)
         if entry.function is not None:
             result = entry.function(result)
@@ -130,7 +179,8 @@ def calculate_weight(original: torch.Tensor, entries: tuple[PatchEntry, ...]) ->
 # -- applying weight patches to a shared module ------------------------------------------------------
 
 #: ``source(name)`` -> the original value of parameter ``name`` of a module, re-read (e.g. from its file),
-#: or None for a name it cannot re-read (a copy is kept for that one).
+#: or None for a name it cannot re-read (a copy is kept for that one). The value may be in a narrower
+#: dtype that the parameter's widens exactly (a float16 file view for a float32 weight: no copy).
 OriginalSource = Callable[[str], torch.Tensor | None]
 
 
@@ -143,6 +193,9 @@ class _WeightState:
         self.originals: dict[str, torch.Tensor] = {}
         self.source: OriginalSource | None = None
 
+
+#: The entries a key is marked with while its weight is being computed (equal to no real entries).
+_PENDING = (PatchEntry(DiffAdapter(torch.zeros(0)), float("nan")),)
 
 _STATES: weakref.WeakKeyDictionary[nn.Module, _WeightState] = weakref.WeakKeyDictionary()
 _STATES_LOCK = threading.Lock()
@@ -185,7 +238,7 @@ def original_weight(module: nn.Module, key: str) -> torch.Tensor:
         tensor = _tensors(module)[key]
         if key not in state.applied:
             return tensor.detach()
-        return _original(state, key, tensor)
+        return _original(state, key, tensor).to(tensor.dtype)
 
 
 def apply_weight_patches(module: nn.Module, patches: WeightPatches) -> None:
@@ -216,8 +269,13 @@ def apply_weight_patches(module: nn.Module, patches: WeightPatches) -> None:
                     original = state.source(key) if state.source is not None else None
                     if original is None:  # no source, or one that does not know this key: keep a copy
                         original = state.originals[key] = tensor.detach().clone()
-                # Keys whose entries changed are recomputed straight from the original (not restored first).
-                tensor.copy_(calculate_weight(original, entries).to(tensor.dtype))
+                # Keys whose entries changed are recomputed straight from the original (not restored first),
+                # into the parameter itself when it is float32. Meanwhile the key counts as patched (by
+                # entries nothing equals), so original_weight() still gives its original and a failure restores it.
+                state.applied[key] = _PENDING
+                result = calculate_weight(original, entries, out=tensor)
+                if result is not tensor:
+                    tensor.copy_(result)
                 state.applied[key] = entries
         except BaseException:
             restore_weights(module)  # a patch that fails leaves the module unpatched, never half-way

@@ -76,11 +76,25 @@ class LoraAdapter:
                                       else self.down[0].numel() // self.down.shape[1])
         return int(self.up.shape[0] * inner)
 
-    def diff(self) -> torch.Tensor:
-        """``alpha/rank * up @ down`` as an ``(out, in[, kh, kw])`` tensor (flattened when unknown)."""
+    def _down(self) -> torch.Tensor:
+        """``down`` as float32, combined with LoCon's Tucker core when there is one."""
         down = self.down.to(torch.float32)
         if self.mid is not None:
             down = torch.einsum("ikhw,kj->ijhw", self.mid.to(torch.float32), flat(down))
+        return down
+
+    def low_rank(self) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        """``(up, down, scale)`` as float32 matrices (``diff = scale * up @ down``), or None with DoRA.
+
+        ``diffusion.patching`` adds such changes as one matrix product straight into the weight.
+        """
+        if self.dora_scale is not None:
+            return None
+        return flat(self.up), flat(self._down()), self.scale
+
+    def diff(self) -> torch.Tensor:
+        """``alpha/rank * up @ down`` as an ``(out, in[, kh, kw])`` tensor (flattened when unknown)."""
+        down = self._down()
         product = flat(self.up) @ flat(down)
         return (product * self.scale).reshape(self.up.shape[0], *down.shape[1:])
 

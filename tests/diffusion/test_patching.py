@@ -126,3 +126,48 @@ def test_unet_and_clip_values_clone_cheaply_and_patch_at_use(tiny_sd15_path) -> 
     assert clip.weight_patches == {} and shifted.with_clip_skip(-2).weight_patches == shifted.weight_patches
     assert not torch.equal(shifted.encode("a red circle")[0], plain)
     assert torch.equal(clip.encode("a red circle")[0], plain)
+
+
+def test_low_rank_runs_are_one_product_written_in_place_and_depend_only_on_the_entries() -> None:
+    from diffusion.lora.kohya import LoraAdapter
+
+    g = torch.Generator().manual_seed(3)
+    module = nn.Sequential(nn.Linear(24, 16))
+    weight = module[0].weight
+    w0 = weight.detach().clone()
+    a = LoraAdapter(torch.randn(16, 4, generator=g), torch.randn(4, 24, generator=g), alpha=2.0)
+    b = LoraAdapter(torch.randn(16, 2, generator=g).half(), torch.randn(2, 24, generator=g).half())
+    diff = DiffAdapter(torch.randn(16, 24, generator=g) * 0.1)
+    stack = add_patches(add_patches(add_patches({}, {"0.weight": a}, 0.7), {"0.weight": diff}, 0.5),
+                        {"0.weight": b}, 1.3)
+    storage = weight.data_ptr()
+    apply_weight_patches(module, stack)
+    assert weight.data_ptr() == storage  # written into the parameter, not swapped for a new tensor
+    expected = w0 + 0.7 * 0.5 * a.up @ a.down + 0.5 * diff.diff + 1.3 * b.up.float() @ b.down.float()
+    torch.testing.assert_close(weight.detach(), expected, rtol=1e-5, atol=1e-6)
+    # A strength change of the last LoRA (after other patch sets) gives exactly the from-scratch weight.
+    changed = add_patches(add_patches(add_patches({}, {"0.weight": a}, 0.7), {"0.weight": diff}, 0.5),
+                          {"0.weight": b}, 0.2)
+    apply_weight_patches(module, add_patches({}, {"0.weight": b}, 1.0))
+    apply_weight_patches(module, changed)
+    assert torch.equal(weight, calculate_weight(w0, changed["0.weight"]))
+    # Two LoRAs in a row: one product [s_a a_a up_a | s_b up_b] @ [down_a; down_b], still their closed form.
+    run = add_patches(add_patches({}, {"0.weight": a}, 0.7), {"0.weight": b}, -0.4)
+    apply_weight_patches(module, run)
+    torch.testing.assert_close(weight.detach(), w0 + 0.35 * a.up @ a.down - 0.4 * b.up.float() @ b.down.float(),
+                               rtol=1e-5, atol=1e-6)
+    restore_weights(module)
+    assert torch.equal(weight, w0)
+
+
+def test_half_precision_weights_are_computed_in_float32_and_cast_once() -> None:
+    from diffusion.lora.kohya import LoraAdapter
+
+    module = nn.Sequential(nn.Linear(8, 4)).to(torch.bfloat16)
+    w0 = module[0].weight.detach().clone()
+    lora = LoraAdapter(torch.full((4, 1), 0.5), torch.full((1, 8), 0.25))
+    apply_weight_patches(module, add_patches({}, {"0.weight": lora}, 2.0))
+    assert module[0].weight.dtype == torch.bfloat16
+    assert torch.equal(module[0].weight, (w0.float() + 0.25).to(torch.bfloat16))
+    restore_weights(module)
+    assert torch.equal(module[0].weight, w0)
