@@ -9,6 +9,7 @@ jobs routes (``/api/jobs`` only) and ``/internal/...`` (no mirror).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -300,6 +301,12 @@ async def _start(app: web.Application) -> None:
 
     state.hub.on_connect_messages = greeting
     state.dispatcher.start()
+    # Everything built so far (imported modules, the node registry) lives as long as the server.
+    # Frozen, the cyclic collector stops re-scanning those ~300,000 objects on each full
+    # collection: a 5,000-node prompt ran 2x slower and superlinearly without it (FINDINGS).
+    # Freezing and unfreezing (at cleanup) are constant time; unfrozen, what was kept from
+    # before this app (another app of the same process, e.g. in tests) is collectable again.
+    gc.freeze()
 
 
 def _empty_temp(temp_dir: Path) -> None:
@@ -323,6 +330,7 @@ async def _shutdown(app: web.Application) -> None:
 
 
 async def _cleanup(app: web.Application) -> None:
+    gc.unfreeze()
     state = app[STATE]
     if state.worker is not None:
         state.worker.close()
