@@ -9,6 +9,13 @@
 Every config is derived from the tensor shapes (``diffusion.families.sd3`` / ``flux``), the
 weights are read one tensor at a time (``diffusion.checkpoint.TensorFile``, fp8 storage cast
 per tensor to the compute dtype) into models built on the meta device.
+
+A transformer may also be *stored* in fp8 (``storage=torch.float8_e4m3fn`` / ``float8_e5m2``,
+UNETLoader's ``weight_dtype``): its Linear and Conv weights are cast once to fp8 at load and
+diffusers' layerwise casting hooks upcast each layer to the compute dtype just for its own
+forward (norms and the positional embedding stay in the compute dtype). Before any weight is
+built, the bytes the load needs are compared with the memory available
+(``diffusion.families.memory_check``): too little is a one-line error naming both.
 """
 
 from __future__ import annotations
@@ -21,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+from diffusers.hooks import apply_layerwise_casting
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 from transformers.utils import logging as hf_logging
 
 from diffusion import convert
 from diffusion.checkpoint import CheckpointError, TensorFile, _as_checkpoint_errors, _build
 from diffusion.detect import derive_text_config, derive_vae_config
-from diffusion.families import flow, flux, sd3
+from diffusion.families import flow, flux, memory_check, sd3
 from diffusion.families.keymap import to_diffusers
 from diffusion.families.model import Family, FlowTextEncoder, TransformerModel
 from diffusion.models import VAEModel
@@ -42,6 +51,13 @@ TEXT_PREFIXES = {
 VAE_PREFIX = "first_stage_model."
 T5_MARKER = "encoder.block.0.layer.0.SelfAttention.q.weight"
 CLIP_MARKER = "text_model.encoder.layers.0.mlp.fc1.weight"
+#: UNETLoader's ``weight_dtype`` choices -> the dtype the transformer's weights are stored in (None: compute dtype).
+STORAGE_DTYPES: dict[str, torch.dtype | None] = {
+    "default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
+#: Layers kept in the compute dtype when the rest is stored in fp8 (norms are never hooked: not Linear/Conv).
+_KEEP_IN_COMPUTE = ("pos_embed",)
 Shapes = Mapping[str, tuple[int, ...]]
 
 
@@ -83,17 +99,37 @@ def _dtypes(precision: str | Precision, device: torch.device) -> Precision:
     return precision if isinstance(precision, Precision) else resolve_precision(precision, device)
 
 
+def _meta_transformer(layout: TransformerLayout, dtype: torch.dtype, storage: torch.dtype | None) -> torch.nn.Module:
+    """The empty model; with fp8 ``storage`` its Linear/Conv layers carry upcast-per-forward hooks."""
+    assert layout.config is not None
+    cls = SD3Transformer2DModel if layout.family == "sd3" else FluxTransformer2DModel
+    with init_empty_weights():
+        model = cls(**layout.config)
+    if storage is not None and storage != dtype:
+        apply_layerwise_casting(model, storage, dtype, skip_modules_pattern=_KEEP_IN_COMPUTE)
+    return model
+
+
+def transformer_keys(shapes: Shapes, layout: TransformerLayout) -> list[str]:
+    """The file keys of the layout's transformer."""
+    assert layout.prefix is not None
+    return [k for k in shapes if k.startswith(layout.prefix) and not (
+        layout.prefix == "" and k.startswith(("text_encoders.", VAE_PREFIX)))]
+
+
 def load_transformer(file: TensorFile, layout: TransformerLayout, dtype: torch.dtype,
-                     device: torch.device) -> TransformerModel:
-    """The transformer of an open file as a MODEL value."""
+                     device: torch.device, storage: torch.dtype | None = None) -> TransformerModel:
+    """The transformer of an open file as a MODEL value, computing in ``dtype``, stored in ``storage`` if given."""
     assert layout.config is not None and layout.prefix is not None
     module = _family_module(layout.family)
     config = layout.config
-    raw = {k: file.get(k, dtype) for k in file.shapes if k.startswith(layout.prefix)}
+    meta = _meta_transformer(layout, dtype, storage)
+    stored = {k for k, p in [*meta.named_parameters(), *meta.named_buffers()] if p.dtype == storage}
+    raw = {k: file.get(k) for k in transformer_keys(file.shapes, layout)}  # views of the file's map
     state = to_diffusers(raw, module.key_rules(config), layout.prefix)
     del raw
-    cls = SD3Transformer2DModel if layout.family == "sd3" else FluxTransformer2DModel
-    model = _build(lambda: cls(**config), state, "diffusion model", file.path.name)
+    state = {k: (v.to(storage if k in stored else dtype) if v.is_floating_point() else v) for k, v in state.items()}
+    model = _build(lambda: meta, state, "diffusion model", file.path.name)
     return TransformerModel(
         model=model.to(device), family=layout.family, variant=layout.variant, config=config,
         schedule=_schedule(layout.family, layout.variant), latent_scale=module.VAE_SCALE,
@@ -198,17 +234,47 @@ def _detect_or_fail(file: TensorFile) -> TransformerLayout:
 
 def load_transformer_checkpoint(path: str | os.PathLike[str], *, precision: str | Precision = "auto",
                                 device: torch.device | str = "cpu",
-                                parts: tuple[str, ...] = ("model", "clip", "vae")) -> LoadedTransformerCheckpoint:
-    """Load an all-in-one SD3/Flux checkpoint's transformer (``model``), text encoders and VAE."""
+                                parts: tuple[str, ...] = ("model", "clip", "vae"),
+                                available: int | None = None, freeable: int = 0) -> LoadedTransformerCheckpoint:
+    """Load an all-in-one SD3/Flux checkpoint's transformer (``model``), text encoders and VAE.
+
+    ``available``: the free memory measured by the caller (None: measure now); ``freeable``: bytes
+    the caller can free (the model cache's other models), counted as available.
+    """
     device = torch.device(device)
     with TensorFile(path) as file, _as_checkpoint_errors(file.path.name):
-        return load_open_checkpoint(file, _dtypes(precision, device), device, set(parts))
+        return load_open_checkpoint(file, _dtypes(precision, device), device, set(parts), available=available,
+                                    freeable=freeable)
+
+
+def checkpoint_bytes(file: TensorFile, layout: TransformerLayout, dtypes: Precision, parts: set[str],
+                     storage: torch.dtype | None = None) -> int:
+    """Bytes the asked-for parts of an open SD3/Flux file take once loaded (from its header alone)."""
+    total = 0
+    if parts & {"model", "unet"} and layout.prefix is not None:
+        keys = transformer_keys(file.shapes, layout)
+        total += memory_check.tensor_bytes(file.shapes, file.dtypes, keys, storage or dtypes.unet)
+    if "clip" in parts:
+        for prefix in layout.text.values():
+            keys = [k for k in file.shapes if k.startswith(prefix)]
+            total += memory_check.tensor_bytes(file.shapes, file.dtypes, keys, dtypes.text)
+    if "vae" in parts and layout.vae_prefix is not None:
+        keys = [k for k in file.shapes if k.startswith(layout.vae_prefix)]
+        total += memory_check.tensor_bytes(file.shapes, file.dtypes, keys, dtypes.vae)
+    return total
 
 
 def load_open_checkpoint(file: TensorFile, dtypes: Precision, device: torch.device,
-                         parts: set[str]) -> LoadedTransformerCheckpoint:
-    """The asked-for parts (``model`` or ``unet``, ``clip``, ``vae``) of an open SD3/Flux checkpoint."""
+                         parts: set[str], *, available: int | None = None,
+                         freeable: int = 0) -> LoadedTransformerCheckpoint:
+    """The asked-for parts (``model`` or ``unet``, ``clip``, ``vae``) of an open SD3/Flux checkpoint.
+
+    Fails with :class:`~diffusion.families.memory_check.NotEnoughMemory` before reading any
+    weight when they would not fit in ``available`` (None: measured now) plus ``freeable``.
+    """
     layout = _detect_or_fail(file)
+    memory_check.require(checkpoint_bytes(file, layout, dtypes, parts), file.path.name, "checkpoint",
+                         available=available, freeable=freeable)
     model = load_transformer(file, layout, dtypes.unet, device) if parts & {"model", "unet"} else None
     clip = None
     if "clip" in parts and layout.text:
@@ -222,11 +288,42 @@ def load_open_checkpoint(file: TensorFile, dtypes: Precision, device: torch.devi
 
 
 def load_diffusion_model(path: str | os.PathLike[str], *, precision: str | Precision = "auto",
-                         device: torch.device | str = "cpu") -> TransformerModel:
-    """Load a diffusion-model-only SD3/Flux file (or the transformer of an all-in-one file)."""
+                         device: torch.device | str = "cpu", weight_dtype: str = "default",
+                         available: int | None = None, freeable: int = 0) -> TransformerModel:
+    """Load a diffusion-model-only SD3/Flux file (or the transformer of an all-in-one file).
+
+    ``weight_dtype`` is UNETLoader's choice (:data:`STORAGE_DTYPES`): ``default`` stores the
+    weights in the compute dtype, the fp8 ones store Linear/Conv weights in fp8 and upcast
+    them per layer for compute. ``available`` / ``freeable``: as :func:`load_transformer_checkpoint`.
+    """
+    if weight_dtype not in STORAGE_DTYPES:
+        raise CheckpointError(f"unknown weight_dtype {weight_dtype!r}; expected one of {', '.join(STORAGE_DTYPES)}")
     device = torch.device(device)
     with TensorFile(path) as file, _as_checkpoint_errors(file.path.name):
-        return load_transformer(file, _detect_or_fail(file), _dtypes(precision, device).unet, device)
+        layout = _detect_or_fail(file)
+        dtypes = _dtypes(precision, device)
+        storage = STORAGE_DTYPES[weight_dtype]
+        needed = checkpoint_bytes(file, layout, dtypes, {"model"}, storage)
+        memory_check.require(needed, file.path.name, "diffusion model", available=available,
+                             freeable=freeable)
+        return load_transformer(file, layout, dtypes.unet, device, storage)
+
+
+def file_bytes(path: str | os.PathLike[str], *, precision: str | Precision = "auto",
+               device: torch.device | str = "cpu", weight_dtype: str = "default",
+               parts: tuple[str, ...] = ("model", "clip", "vae")) -> int | None:
+    """Bytes loading ``parts`` of an SD3/Flux file takes, or None when it holds no transformer (header only).
+
+    A separate text-encoder file (CLIP or T5) counts whole at the text dtype.
+    """
+    dtypes = _dtypes(precision, torch.device(device))
+    with TensorFile(path) as file:
+        layout = detect_transformer(file.shapes)
+        if layout is not None:
+            return checkpoint_bytes(file, layout, dtypes, set(parts), STORAGE_DTYPES.get(weight_dtype))
+        if text_encoder_kind(file.shapes) is not None:
+            return memory_check.tensor_bytes(file.shapes, file.dtypes, file.shapes, dtypes.text)
+    return None
 
 
 def text_encoder_kind(shapes: Shapes) -> str | None:
@@ -239,17 +336,20 @@ def text_encoder_kind(shapes: Shapes) -> str | None:
 
 
 def load_text_encoders(paths: Mapping[str, str | os.PathLike[str]], family: Family, *,
-                       precision: str | Precision = "auto", device: torch.device | str = "cpu") -> FlowTextEncoder:
+                       precision: str | Precision = "auto", device: torch.device | str = "cpu",
+                       available: int | None = None, freeable: int = 0) -> FlowTextEncoder:
     """Separate text-encoder files by slot (``clip_l``, ``clip_g``, ``t5xxl``) as one CLIP value.
 
     A file in the wrong slot (a T5 given as CLIP-L, a CLIP as T5) is refused with a one-line
-    reason; SD3 takes any of the three, Flux CLIP-L and T5 only.
+    reason; SD3 takes any of the three, Flux CLIP-L and T5 only. Too little memory for them
+    all is refused before any is read (``available`` / ``freeable``: as for the checkpoint).
     """
     device = torch.device(device)
     dtypes = _dtypes(precision, device)
     allowed = ("clip_l", "clip_g", "t5xxl") if family == "sd3" else ("clip_l", "t5xxl")
     models: dict[str, torch.nn.Module] = {}
-    for slot, path in paths.items():
+    needed = 0
+    for slot, path in paths.items():  # every file checked (and sized) before any is read
         if slot not in allowed:
             raise CheckpointError(f"{family} has no {slot} text encoder (it takes {', '.join(allowed)})")
         with TensorFile(path) as file, _as_checkpoint_errors(file.path.name):
@@ -259,6 +359,11 @@ def load_text_encoders(paths: Mapping[str, str | os.PathLike[str]], family: Fami
             if (kind == "t5xxl") != (slot == "t5xxl"):
                 raise CheckpointError(f"{file.path.name}: a {'T5' if kind == 't5xxl' else 'CLIP'} file "
                                       f"given for the {slot} slot")
+            needed += memory_check.tensor_bytes(file.shapes, file.dtypes, file.shapes, dtypes.text)
+    names = ", ".join(Path(p).name for p in paths.values())
+    memory_check.require(needed, names, "text encoders", available=available, freeable=freeable)
+    for slot, path in paths.items():
+        with TensorFile(path) as file, _as_checkpoint_errors(file.path.name):
             models[slot] = (load_t5(file, "", dtypes.text, device) if slot == "t5xxl"
                             else load_clip(file, "", slot, dtypes.text, device))
     return FlowTextEncoder(family, models.get("clip_l"), models.get("clip_g"), models.get("t5xxl"))
@@ -267,8 +372,9 @@ def load_text_encoders(paths: Mapping[str, str | os.PathLike[str]], family: Fami
 def sd3_slots(paths: list[str | os.PathLike[str]]) -> dict[str, str | os.PathLike[str]]:
     """Which of up to three text-encoder files is CLIP-L, CLIP-G and T5-XXL, from their weights.
 
-    T5 is told by its keys; a CLIP by its width (768: L, 1280: G); CLIPs of other widths
-    (test models) take the L then the G slot in the order given.
+    T5 is told by its keys; a CLIP by its width (768: L, 1280: G), or for our synthetic test
+    files by their ``noodlebox.part`` metadata; other CLIPs take the L then the G slot in the
+    order given.
     """
     slots: dict[str, str | os.PathLike[str]] = {}
     unsure: list[str | os.PathLike[str]] = []
@@ -282,6 +388,8 @@ def sd3_slots(paths: list[str | os.PathLike[str]]) -> dict[str, str | os.PathLik
             else:
                 width = file.shapes["text_model.embeddings.token_embedding.weight"][1]
                 slot = {768: "clip_l", 1280: "clip_g"}.get(width, "")
+                if not slot and file.metadata.get("noodlebox.part") in ("clip_l", "clip_g"):
+                    slot = file.metadata["noodlebox.part"]  # our own test files say which they are
             if not slot:
                 unsure.append(path)
                 continue

@@ -123,6 +123,11 @@ class _UNetCall(nn.Module):
         if x.shape[1] != owner.latent_channels:
             raise ValueError(f"this {owner.family} model takes {owner.latent_channels}-channel latents, "
                              f"got {x.shape[1]} channels (a latent from another model family?)")
+        widths = (cond.shape[-1], pooled.shape[-1])
+        if widths != (owner.context_dim, owner.config["pooled_projection_dim"]):
+            raise ValueError(f"this {owner.family} model takes {owner.context_dim}-wide text with a "
+                             f"{owner.config['pooled_projection_dim']}-wide pooled vector, got {widths[0]} and "
+                             f"{widths[1]} (text encoders of another family, e.g. a CLIP loader's type?)")
         dtype = owner.dtype
         timestep = torch.as_tensor(timestep, device=x.device).to(dtype).reshape(-1).expand(x.shape[0])
         args = {"encoder_hidden_states": cond.to(dtype), "pooled_projections": pooled.to(x.device, dtype)}
@@ -186,6 +191,10 @@ class FlowTextEncoder:
     def clone(self) -> FlowTextEncoder:
         """A copy sharing the models (the value is immutable, so this is the value itself)."""
         return self
+
+    def modules(self) -> list[nn.Module]:
+        """The encoders present (the model cache sizes a cached value by these)."""
+        return [m for m in (self.clip_l, self.clip_g, self.t5) if m is not None]
 
     def _streams(self) -> list[tuple[str, Any, nn.Module]]:
         if self.family == "sd3":

@@ -126,3 +126,37 @@ def test_a_tiny_upscale_gives_an_image_four_times_the_size(loaded) -> None:
     pixels = vae_ops.decode(loaded.vae, samples)
     assert pixels.shape == (1, 48, 64, 3) and torch.isfinite(pixels).all()
     assert not torch.allclose(run(0.3), samples)  # the noise level and the noised image change the result
+
+
+def test_the_graph_from_checkpoint_loader_to_decode_upscales_by_four(x4_path: Path, tmp_path: Path) -> None:
+    from graph.executor import Executor
+    from graph.validate import validate_prompt
+    from nodes.api import Services
+    from nodes.folders import Folders
+    from nodes.registry import build_registry
+
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "models" / "checkpoints" / "x4.safetensors").symlink_to(x4_path)
+    registry = build_registry(Services(folders=Folders(tmp_path), precision="fp32"))
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x4.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "sharp", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyImage", "inputs": {"width": 24, "height": 16, "batch_size": 1, "color": 0xCC3311}},
+        "5": {"class_type": "SD_4XUpscale_Conditioning", "inputs": {
+            "images": ["4", 0], "positive": ["2", 0], "negative": ["3", 0], "scale_ratio": 4.0,
+            "noise_augmentation": 0.2}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "seed": 1, "steps": 2, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal",
+            "positive": ["5", 0], "negative": ["5", 1], "latent_image": ["5", 2], "denoise": 1.0}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "x4"}},
+    }
+    checked = validate_prompt(prompt, registry)
+    assert checked.ok and not checked.node_errors, checked.node_errors
+    result = Executor(registry).run(checked.prompt, "p", checked.outputs)
+    assert result.status == "success", result.error
+    from PIL import Image
+
+    (saved,) = (tmp_path / "output").glob("x4_*.png")
+    assert Image.open(saved).size == (96, 64)

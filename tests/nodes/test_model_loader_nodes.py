@@ -93,8 +93,8 @@ def test_unet_and_clip_files_give_the_checkpoints_weights(registry: NodeRegistry
     assert unet.arch == "sd1" and unet.prediction == "eps" and _same(unet.model, model.model)
     (alone,) = _call(registry, "CLIPLoader", clip_name="tiny-clip-l.safetensors", type="stable_diffusion")
     assert alone.kind == "sd1" and torch.equal(_encode(registry, alone), _encode(registry, clip))
-    with pytest.raises(ValueError, match="CLIP type 'sd3' is not supported yet"):
-        _call(registry, "CLIPLoader", clip_name="tiny-clip-l.safetensors", type="sd3")
+    with pytest.raises(ValueError, match="CLIP type 'stable_cascade' is not supported yet"):
+        _call(registry, "CLIPLoader", clip_name="tiny-clip-l.safetensors", type="stable_cascade")
 
 
 def test_dual_clip_sdxl_encodes_as_the_checkpoint(registry: NodeRegistry, base: Path) -> None:
