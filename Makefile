@@ -24,14 +24,9 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The image-drop browser test fails when it runs after the rest of the suite in one process and
-# passes in a process of its own (issue 18, cause not found yet): it runs on its own, after the rest.
-ORDER_SENSITIVE := tests/web/test_web_inputs.py::test_dropping_an_image_on_load_image_uploads_it
-
 test: $(STAMP) models
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q --deselect $(ORDER_SENSITIVE)
-	$(BIN)/pytest -q $(ORDER_SENSITIVE)
+	$(BIN)/pytest -q
 
 serve: $(STAMP) models
 	$(BIN)/noodlebox serve

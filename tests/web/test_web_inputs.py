@@ -51,6 +51,37 @@ def test_dropping_an_image_on_load_image_uploads_it(page: Any, server: Server) -
     page.wait_for_function(f"() => noodlebox.graph.getNodeById({load}).imgs?.[0]?.naturalWidth === 32")
 
 
+def test_a_file_dropped_in_the_frame_its_node_was_added_is_uploaded(page: Any, server: Server) -> None:
+    """The drop is dispatched in the same script as addNode, before any animation frame: the
+    editor must find the node from its geometry, not from the areas of the last drawn frame
+    (that stale lookup opened the file as a workflow instead, whenever the test's Python side
+    issued the drop within one frame of adding the node, e.g. once PIL's PNG encoder was warm)."""
+    import base64
+
+    from PIL import Image
+
+    Editor(page).clear()
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(buffer, format="PNG")
+    with page.expect_response(lambda r: r.url.endswith("/upload/image"), timeout=10_000) as upload:
+        load = page.evaluate(
+            """({b64}) => {
+                const node = noodlebox.addNode('LoadImage', [150, 100]);
+                const [x, y] = noodlebox.toClient([node.pos[0] + node.size[0] / 2, node.pos[1] + node.size[1] / 2]);
+                const transfer = new DataTransfer();
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], 'same frame.png', {type: 'image/png'}));
+                document.elementFromPoint(x, y).dispatchEvent(new DragEvent('drop', {dataTransfer: transfer,
+                    clientX: x, clientY: y, bubbles: true, cancelable: true}));
+                return node.id;
+            }""",
+            {"b64": base64.b64encode(buffer.getvalue()).decode()},
+        )
+    assert upload.value.status == 200, upload.value.text()
+    page.wait_for_function(f"() => noodlebox.graph.getNodeById({load}).widgets[0].value === 'same frame.png'")
+    assert (server.base_dir / "input" / "same frame.png").is_file()
+
+
 def test_toolbar_interrupt_and_clear_queue_call_the_api(page: Any) -> None:
     with page.expect_request(lambda r: r.url.endswith("/api/interrupt") and r.method == "POST"):
         page.click("#interrupt-button")

@@ -59,7 +59,7 @@ export class App {
     };
     this.elements.canvas.addEventListener("dblclick", (event) => {
       const [x, y] = this.canvas.convertEventToCanvasOffset(event);
-      if (!this.graph.getNodeOnPos(x, y) && !this.graph.getGroupOnPos?.(x, y)) this.#openSearch(event);
+      if (!this.nodeAt(x, y) && !this.graph.getGroupOnPos?.(x, y)) this.#openSearch(event);
     });
     this.canvas.showConnectionMenu = (options) => this.#openSearch(options.e, {
       node_from: options.nodeFrom, slot_from: options.slotFrom, node_to: options.nodeTo, slot_to: options.slotTo,
@@ -126,6 +126,16 @@ export class App {
     return this.canvas.ds.convertCanvasToOffset([element.width / 2, element.height / 2]);
   }
 
+  /**
+   * The top node at graph position (x, y). litegraph hit-tests against the areas it measured
+   * when it last drew a frame, so a node added, moved or resized since (a drop or double-click
+   * in that same frame) would be missed: the areas are measured again first.
+   */
+  nodeAt(x, y) {
+    for (const node of this.graph._nodes) node.updateArea(this.canvas.ctx);
+    return this.graph.getNodeOnPos(x, y);
+  }
+
   /** Client (page) coordinates of a graph position: what a mouse must point at. */
   toClient([x, y]) {
     const rect = this.elements.canvas.getBoundingClientRect();
@@ -172,7 +182,9 @@ export class App {
       if (index >= 0 && inIndex >= 0) node.connect(index, link.to, inIndex);
     }
     this.canvas.selectNode(node);
-    this.graph.setDirtyCanvas(true, true);
+    // drawn at once rather than at the next animation frame: litegraph's mouse handling hit-tests
+    // the nodes of the last drawn frame, so a click on the new node before then would miss it
+    this.canvas.draw(true, true);
     return node;
   }
 

@@ -78,7 +78,7 @@ export function bindDrop(app) {
     const file = event.dataTransfer?.files?.[0];
     if (!file) return;
     const [x, y] = app.canvas.convertEventToCanvasOffset(event);
-    const node = app.graph.getNodeOnPos(x, y);
+    const node = app.nodeAt(x, y);
     const uploadWidget = node?.widgets?.find((w) => w.uploadWidget);
     if (uploadWidget && file.type.startsWith("image/")) await app.uploadInto(node, uploadWidget, file);
     else await app.openFile(file);
