@@ -109,6 +109,8 @@ class VAEModel:
     scale_factor: float
     device: torch.device
     dtype: torch.dtype
+    #: torch.compile backend the decoder runs through (``--compile``); None: eager.
+    compile_backend: str | None = None
 
 
 @dataclass

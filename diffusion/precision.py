@@ -80,3 +80,17 @@ def resolve_precision(precision: str, device: torch.device | str, cpuinfo: str |
     dtype = _BY_NAME[precision]
     vae = torch.float32 if dtype == torch.float16 else dtype
     return Precision(unet=dtype, text=dtype, vae=vae)
+
+
+def precision_reason(precision: str, device: torch.device | str, cpuinfo: str | None = None) -> str:
+    """Why :func:`resolve_precision` picks what it picks for ``precision`` on ``device`` (one line)."""
+    if precision != "auto":
+        return f"--precision {precision}"
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "auto: fp16 on CUDA (the VAE in fp32)"
+    if kind == "cpu" and cpu_has_native_bf16(cpuinfo):
+        return "auto: bf16, the CPU has bf16 units (amx_bf16 or avx512_bf16)"
+    if kind == "cpu":
+        return "auto: fp32, the CPU has no bf16 units (no amx_bf16 or avx512_bf16 flag)"
+    return f"auto: fp32 on {kind}"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from diffusion.models import VAEModel
+from diffusion.unet_patches.compute import compiled
 
 #: Pixels per latent pixel of the SD/SDXL VAEs.
 DOWNSCALE = 8
@@ -36,7 +37,14 @@ def _decode_fn(vae: VAEModel) -> TileFn:
     """Latent [b, 4, h, w] -> pixels in -1..1 [b, 3, 8h, 8w], float32 on the CPU."""
     def decode(z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return vae.model.decode(z.to(vae.device, vae.dtype), return_dict=False)[0].float().cpu()
+            z = z.to(vae.device, vae.dtype)
+            if vae.compile_backend is None:
+                return vae.model.decode(z, return_dict=False)[0].float().cpu()
+            # AutoencoderKL.decode is post_quant_conv then the decoder; the decoder is what compiles
+            model = vae.model
+            if getattr(model, "post_quant_conv", None) is not None:
+                z = model.post_quant_conv(z)
+            return compiled(model.decoder, vae.compile_backend)(z).float().cpu()
     return decode
 
 

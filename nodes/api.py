@@ -74,6 +74,8 @@ class Services:
     folders: Folders
     precision: str = "auto"
     models: Any = None
+    #: ``--compile``: ``off``, ``on`` or ``auto`` (compile only where it wins: CUDA).
+    compile: str = "off"
 
     def model_cache(self) -> Any:
         """The model cache, created on first use."""
@@ -82,6 +84,42 @@ class Services:
 
             self.models = ModelCache()
         return self.models
+
+    def compile_backend(self) -> str | None:
+        """The torch.compile backend loaded UNets and VAE decoders run through (None: eager).
+
+        When compiling, inductor's artefacts are kept under ``user/cache/torch-compile`` (or
+        ``TORCHINDUCTOR_CACHE_DIR``), so a fresh process pays no compile time for a model and
+        shape compiled before.
+        """
+        from diffusion.memory import pick_device
+        from diffusion.unet_patches.compute import compile_choice, use_compile_cache
+
+        enabled, _why = compile_choice(self.compile, pick_device())
+        if not enabled:
+            return None
+        use_compile_cache(str(self.folders.user_dir / "cache" / "torch-compile"))
+        return "inductor"
+
+    def runtime_choices(self) -> dict[str, Any]:
+        """What ``auto`` settings picked on this machine and why (``/system_stats``, ``run --json``)."""
+        from diffusion.memory import pick_device
+        from diffusion.precision import precision_reason, resolve_precision
+        from diffusion.unet_patches.compute import CACHE_ENV, compile_choice
+
+        device = pick_device()
+        picked = resolve_precision(self.precision, device)
+        enabled, why = compile_choice(self.compile, device)
+        import os
+
+        return {
+            "device": str(device),
+            "precision": {"setting": self.precision, "picked": picked.name, "why": precision_reason(
+                self.precision, device)},
+            "compile": {"setting": self.compile, "enabled": enabled, "why": why,
+                        "cache_dir": os.environ.get(CACHE_ENV) or str(self.folders.user_dir / "cache" /
+                                                                      "torch-compile")},
+        }
 
     def free_models(self) -> int:
         """Drop every loaded model (``/free``); returns how many were dropped (0 if none was ever loaded)."""

@@ -23,6 +23,25 @@ def _model_file(ctx: Context, folder: str, name: str, what: str) -> Path:
     return path
 
 
+def with_compile(ctx: Context, unet: Any = None, vae: Any = None) -> str | None:
+    """Mark freshly loaded models to run through torch.compile when ``--compile`` says so.
+
+    Sets the UNet's ``torch_compile_backend`` option (as TorchCompileModel does) and the VAE's
+    ``compile_backend`` (its decoder); returns the backend (None: eager), which belongs in the
+    model cache key.
+    """
+    backend = ctx.services.compile_backend()
+    if backend is None:
+        return None
+    from diffusion.models import UNetModel
+
+    if isinstance(unet, UNetModel):  # SD3/Flux transformers run eagerly for now
+        unet.options["torch_compile_backend"] = backend
+    if vae is not None and hasattr(vae.model, "post_quant_conv"):  # an AutoencoderKL (not TAESD)
+        vae.compile_backend = backend
+    return backend
+
+
 @node(category="loaders", display_name="Load Checkpoint")
 def CheckpointLoaderSimple(
     ckpt_name: Annotated[str, OneOf(files_in("checkpoints")), Tooltip("The name of the checkpoint (model) to load.")],
@@ -45,9 +64,10 @@ def CheckpointLoaderSimple(
 
         loaded = load_checkpoint(path, precision=precision, device=pick_device())
         attach_file_sources(loaded)  # LoRAs re-read originals from the file instead of copying them
+        with_compile(ctx, loaded.unet, loaded.vae)
         return loaded
 
-    loaded = ctx.services.model_cache().get(path, ("checkpoint", precision), load)
+    loaded = ctx.services.model_cache().get(path, ("checkpoint", precision, ctx.services.compile), load)
     return loaded.unet, loaded.clip, loaded.vae
 
 
@@ -73,6 +93,8 @@ def VAELoader(vae_name: Annotated[str, OneOf(ServiceChoices(lambda services: vae
     precision = ctx.services.precision
 
     def load() -> Any:
-        return load_vae(path, precision=precision, device=pick_device())
+        vae = load_vae(path, precision=precision, device=pick_device())
+        with_compile(ctx, vae=vae)
+        return vae
 
-    return ctx.services.model_cache().get(path, ("vae", precision), load)
+    return ctx.services.model_cache().get(path, ("vae", precision, ctx.services.compile), load)

@@ -14,7 +14,7 @@ import logging
 from typing import Annotated, Any
 
 from .api import Clip, Context, Input, Model, OneOf, Output, ServiceChoices, Services, Tooltip, Vae, files_in, node
-from .loaders import _model_file
+from .loaders import _model_file, with_compile
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,10 @@ def CheckpointLoader(
 
         loaded = load_checkpoint(path, precision=precision, device=_device(None), prediction=prediction)
         attach_file_sources(loaded)
+        with_compile(ctx, loaded.unet, loaded.vae)
         return loaded
 
-    loaded = ctx.services.model_cache().get(path, ("checkpoint", precision, prediction), load)
+    loaded = ctx.services.model_cache().get(path, ("checkpoint", precision, prediction, ctx.services.compile), load)
     return loaded.unet, loaded.clip, loaded.vae
 
 
@@ -133,9 +134,11 @@ def UNETLoader(
                  precision)
 
     def load() -> Any:
-        return load_unet_file(path, precision=precision, device=_device(None))
+        unet = load_unet_file(path, precision=precision, device=_device(None))
+        with_compile(ctx, unet)
+        return unet
 
-    return ctx.services.model_cache().get(path, ("unet", precision), load)
+    return ctx.services.model_cache().get(path, ("unet", precision, ctx.services.compile), load)
 
 
 #: CLIP types read by ``diffusion.families.loader`` (the rest by ``diffusion.model_files``).

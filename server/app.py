@@ -241,7 +241,7 @@ def _build_registry(config: ServerConfig, folders: Any) -> Any:
     from nodes.api import Services
     from nodes.registry import build_registry
 
-    services = Services(folders=folders, precision=config.precision)
+    services = Services(folders=folders, precision=config.precision, compile=config.compile)
     return build_registry(services, custom_nodes_dirs=config.custom_nodes_dirs)
 
 

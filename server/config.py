@@ -63,6 +63,8 @@ class ServerConfig:
     cors_origin: str | None = None
     max_upload_mb: float = 100.0
     precision: str = "auto"
+    #: ``--compile``: off, on or auto (torch.compile of UNets and VAE decoders where it wins).
+    compile: str = "off"
     preview_size: int = 512
     custom_nodes_dirs: tuple[Path, ...] = ()
     #: ComfyUI's ``--multi-user``: users by the ``Comfy-User`` header, each with its own folder.

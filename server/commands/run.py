@@ -35,6 +35,7 @@ from server.commands.convert import add_custom_nodes_option, load_workflow
 from server.config import check_cache_policy
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("off", "on", "auto")  # diffusion.unet_patches.compute.COMPILE_MODES (server imports no torch)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "repeatable")
     p.add_argument("--json", action="store_true", help="print the events as JSON lines on standard output")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="model weights precision (default auto)")
+    p.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                   help="torch.compile UNets and VAE decoders: off (default), on, or auto (only where it wins)")
     p.add_argument("--cache", default="classic", help="result cache policy: classic, lru:N, ram:GB or none")
     add_custom_nodes_option(p)
     p.set_defaults(func=_run)
@@ -292,7 +295,8 @@ def _run(args: argparse.Namespace) -> int:
     from nodes.registry import build_registry
 
     folders = build_folders(args)
-    registry = build_registry(Services(folders=folders, precision=args.precision), args.custom_nodes)
+    registry = build_registry(Services(folders=folders, precision=args.precision, compile=args.compile),
+                              args.custom_nodes)
     prompt, workflow = load_workflow(args.file, registry)
     prompt = apply_overrides(prompt, args.overrides, registry)
     if mentions(prompt, DEFAULT_CHECKPOINT):
@@ -310,6 +314,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"{folders.output_dir}: cannot create the output folder ({exc.strerror})") from None
 
     sink: JsonEvents | Progress = JsonEvents(sys.stdout) if args.json else Progress(result.prompt, sys.stderr)
+    if args.json:  # what auto picked on this machine, and why, before any event
+        sink("runtime", registry.services.runtime_choices())
     executor = Executor(registry, cache=args.cache)
     prompt_id = uuid.uuid4().hex
     # No live previews here: nothing shows them, and making them costs time at every step.

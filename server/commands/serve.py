@@ -20,6 +20,7 @@ from server.cli import UserError
 from server.config import WORKER_KINDS, ServerConfig, check_cache_policy
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("off", "on", "auto")  # diffusion.unet_patches.compute.COMPILE_MODES (server imports no torch)
 FRONTENDS = ("noodlebox", "comfyui")
 
 
@@ -40,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="send CORS headers for ORIGIN (e.g. '*') instead of the same-origin check")
     p.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB", help="request body limit in MB")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="model weights precision")
+    p.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                   help="torch.compile UNets and VAE decoders: off (default), on, or auto (only where it wins: "
+                        "CUDA); compiled kernels are cached on disk under user/cache")
     p.add_argument("--preview-size", type=int, default=512, help="largest side of live previews in pixels")
     p.add_argument("--custom-nodes", type=Path, action="append", default=[], metavar="DIR",
                    help="a folder of ComfyUI custom node packs (repeatable)")
@@ -113,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cors_origin=args.cors,
         max_upload_mb=args.max_upload_size,
         precision=args.precision,
+        compile=args.compile,
         preview_size=args.preview_size,
         custom_nodes_dirs=tuple(args.custom_nodes),
         extra_model_paths=tuple(args.extra_model_paths_config),

@@ -75,6 +75,17 @@ def _torch_version() -> str:
         return "unknown"
 
 
+def _runtime_choices(state: Any) -> dict[str, Any]:
+    """The registry's precision and compile choices; only the settings before torch is imported (slow)."""
+    services = getattr(state.registry, "services", None)
+    if services is None:
+        return {}
+    if "torch" not in sys.modules or not hasattr(services, "runtime_choices"):
+        return {"precision": {"setting": services.precision}, "compile": {"setting": services.compile},
+                "decided": "at the first model load"}
+    return dict(services.runtime_choices())
+
+
 @routes.get("/system_stats")
 async def system_stats(request: web.Request) -> web.Response:
     """OS, memory, versions and devices in the shape the frontend's schema requires, plus ``workers``."""
@@ -99,6 +110,8 @@ async def system_stats(request: web.Request) -> web.Response:
             "devices": _devices(),
             # extension: the workers that run prompts (a Ray pool lists its actors and their hosts)
             "workers": worker_rows(state.worker.status()) if state.worker is not None else [],
+            # extension: what the auto settings picked here and why (once the model runtime is loaded)
+            "noodlebox": _runtime_choices(state),
         }
     )
 

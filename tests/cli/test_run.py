@@ -65,7 +65,10 @@ def test_set_and_json_events(tmp_path: Path, capsys) -> None:
     assert code == 0, err
     lines = events(out)
     kinds = [e["type"] for e in lines]
-    assert kinds[:2] == ["execution_start", "execution_cached"]
+    assert kinds[:3] == ["runtime", "execution_start", "execution_cached"]
+    runtime = lines[0]["data"]  # what auto picked here, and why
+    assert runtime["precision"]["setting"] == "auto" and runtime["precision"]["picked"] in ("fp32", "bf16")
+    assert runtime["precision"]["why"].startswith("auto: ") and runtime["compile"]["enabled"] is False
     assert kinds[-2:] == ["execution_success", "result"]
     assert kinds.count("executing") == 7 and kinds.count("executed") == 1
     steps = [e["data"]["value"] for e in lines if e["type"] == "progress"]

@@ -64,6 +64,8 @@ async def test_system_stats_and_catalogues(client, tmp_path: Path) -> None:
         assert key in stats["system"]
     for key in ("name", "type", "index", "vram_total", "vram_free", "torch_vram_total", "torch_vram_free"):
         assert key in stats["devices"][0]
+    choices = stats["noodlebox"]  # extension: the precision and compile settings, and what auto picked
+    assert choices["precision"]["setting"] == "auto" and choices["compile"]["setting"] == "off"
     assert await (await client.get("/extensions")).json() == []
     assert await (await client.get("/i18n")).json() == {}
     (tmp_path / "models" / "embeddings").mkdir(parents=True)
