@@ -42,8 +42,9 @@ build a fresh registry per test.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from graph.schema import ExecContext
@@ -76,6 +77,8 @@ class Services:
     models: Any = None
     #: ``--compile``: ``off``, ``on`` or ``auto`` (compile only where it wins: CUDA).
     compile: str = "off"
+    #: Set once :meth:`preload` has finished (None: never started).
+    _preloaded: threading.Event | None = field(default=None, repr=False)
 
     def model_cache(self) -> Any:
         """The model cache, created on first use."""
@@ -120,6 +123,54 @@ class Services:
                         "cache_dir": os.environ.get(CACHE_ENV) or str(self.folders.user_dir / "cache" /
                                                                       "torch-compile")},
         }
+
+    def start_preload(self, on_done: Callable[[float | None], None] | None = None) -> None:
+        """Import the model runtime (torch, diffusers, transformers) in a background thread.
+
+        The built-in nodes import it lazily, so a registry builds in a blink; a server starts
+        this at start-up so the first prompt's loader does not pay the ~4 s of imports.
+        ``on_done`` gets the seconds it took (None when an import failed: the first prompt
+        then imports it again and reports what fails).
+        """
+        done = self._preloaded = threading.Event()  # before the thread: a prompt now waits for it
+
+        def run() -> None:
+            import importlib
+            import time
+
+            start = time.perf_counter()
+            took: float | None = None
+            try:
+                for module in ("diffusion.checkpoint", "diffusion.ksampler", "diffusion.vae"):
+                    importlib.import_module(module)
+                took = time.perf_counter() - start
+            except Exception:
+                import logging
+
+                logging.getLogger(__name__).exception("preloading the model runtime failed")
+            finally:
+                done.set()
+            if on_done is not None:
+                on_done(took)
+
+        threading.Thread(target=run, name="noodlebox-preload", daemon=True).start()
+
+    def wait_for_preload(self) -> None:
+        """Block until a :meth:`start_preload` under way has finished.
+
+        diffusers' lazily filled module namespace is not safe to import from two threads at
+        once: code that imports the runtime while a preload may run waits here first.
+        """
+        if self._preloaded is not None:
+            self._preloaded.wait()
+
+    def runtime_ready(self) -> bool:
+        """True when the model runtime is imported and no preload is still under way."""
+        import sys
+
+        if self._preloaded is not None:
+            return self._preloaded.is_set()
+        return "diffusion.checkpoint" in sys.modules
 
     def free_models(self) -> int:
         """Drop every loaded model (``/free``); returns how many were dropped (0 if none was ever loaded)."""

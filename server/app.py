@@ -307,6 +307,15 @@ async def _start(app: web.Application) -> None:
     # Freezing and unfreezing (at cleanup) are constant time; unfrozen, what was kept from
     # before this app (another app of the same process, e.g. in tests) is collectable again.
     gc.freeze()
+    services = getattr(state.registry, "services", None)
+    if state.config.preload_runtime and hasattr(services, "start_preload"):
+
+        def preloaded(took: float | None) -> None:
+            if took is not None:
+                gc.freeze()  # the runtime's modules live as long as the server too
+                log.info("model runtime loaded in %.1f s", took)
+
+        services.start_preload(preloaded)  # type: ignore[union-attr]
 
 
 def _empty_temp(temp_dir: Path) -> None:

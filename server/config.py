@@ -65,6 +65,8 @@ class ServerConfig:
     precision: str = "auto"
     #: ``--compile``: off, on or auto (torch.compile of UNets and VAE decoders where it wins).
     compile: str = "off"
+    #: Import the model runtime in the background at start (``serve`` does): the first prompt is faster.
+    preload_runtime: bool = False
     preview_size: int = 512
     custom_nodes_dirs: tuple[Path, ...] = ()
     #: ComfyUI's ``--multi-user``: users by the ``Comfy-User`` header, each with its own folder.

@@ -118,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_upload_mb=args.max_upload_size,
         precision=args.precision,
         compile=args.compile,
+        preload_runtime=True,
         preview_size=args.preview_size,
         custom_nodes_dirs=tuple(args.custom_nodes),
         extra_model_paths=tuple(args.extra_model_paths_config),

@@ -80,7 +80,7 @@ def _runtime_choices(state: Any) -> dict[str, Any]:
     services = getattr(state.registry, "services", None)
     if services is None:
         return {}
-    if "torch" not in sys.modules or not hasattr(services, "runtime_choices"):
+    if not hasattr(services, "runtime_choices") or not services.runtime_ready():
         return {"precision": {"setting": services.precision}, "compile": {"setting": services.compile},
                 "decided": "at the first model load"}
     return dict(services.runtime_choices())

@@ -24,6 +24,8 @@ class LocalWorker:
         from graph.executor import Executor  # imported here: the server starts without it in tests
 
         self.executor = Executor(registry, cache=cache)
+        #: The registry's services wait_for_preload (the runtime's imports must not race the first prompt's).
+        self._wait_for_preload = getattr(getattr(registry, "services", None), "wait_for_preload", None)
         self._free_models = free_models
         self._lock = threading.Lock()
         self._running: str | None = None
@@ -33,6 +35,8 @@ class LocalWorker:
         """Execute ``item``'s prompt; sensitive keys are given back to the executor only."""
         with self._lock:
             self._running = item.prompt_id
+        if self._wait_for_preload is not None:
+            self._wait_for_preload()
         try:
             result = self.executor.run(
                 item.prompt,

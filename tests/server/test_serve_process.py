@@ -117,3 +117,24 @@ def test_bad_arguments_are_one_line_exit_2(tmp_path: Path) -> None:
                               cwd=root, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2
         assert done.stderr.startswith("noodlebox: error:") and "Traceback" not in done.stderr
+
+
+async def test_the_server_imports_the_model_runtime_before_the_first_prompt(tmp_path: Path) -> None:
+    """``serve`` imports torch and diffusers in the background at start (about 4 s the first
+    prompt's loader would otherwise pay); /system_stats then says what ``auto`` picked."""
+    server = ServeProcess(tmp_path, "--verbose")
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 90
+            choices: dict[str, Any] = {}
+            while time.monotonic() < deadline and "picked" not in choices.get("precision", {}):
+                await asyncio.sleep(0.5)
+                async with session.get(f"{server.url}/system_stats") as r:
+                    choices = (await r.json())["noodlebox"]
+            assert choices["precision"]["picked"] in ("fp32", "bf16", "fp16"), choices
+            assert choices["precision"]["why"].startswith("auto: ")
+            async with session.get(f"{server.url}/history") as r:
+                assert await r.json() == {}  # no prompt ran: the runtime came from the preload
+        assert "model runtime loaded in" in server.log.read_text()
+    finally:
+        assert server.stop() == 0
