@@ -66,7 +66,7 @@ def test_models_load_once_into_the_cache_and_free_drops_them(registry: NodeRegis
     assert cache.loads == 2  # checkpoint and VAE, once each over two runs without the output cache
     assert len(cache.resident()) == 2
     loaded = cache.get(registry.services.folders.full_path("checkpoints", "tiny.safetensors"),
-                       ("checkpoint", "fp32"), lambda: pytest.fail("should be cached"))
+                       ("checkpoint", "fp32", services.compile), lambda: pytest.fail("should be cached"))
     assert isinstance(loaded.unet, UNetModel) and isinstance(loaded.clip, ClipTextEncoder)
     assert isinstance(loaded.vae, VAEModel) and loaded.unet.dtype == torch.float32
     assert services.free_models() == 2 and len(cache) == 0
