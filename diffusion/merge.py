@@ -104,3 +104,26 @@ def merge_clips(clip1: ClipTextEncoder, clip2: ClipTextEncoder, strength: float,
         own.update({f"{slot}.{k}": v for k, v in first.named_parameters()})
     patches = _merge(clip1.weight_patches, others, own, lambda _key: (strength, strength_model))
     return clip1.with_weight_patches(patches)
+
+
+def merge_transformers(model1: object, model2: object,
+                       strengths: Callable[[str], tuple[float, float]]) -> object:
+    """An SD3/Flux ``model1`` with ``model2``'s weights patched in at ``strengths(original_key)``.
+
+    Keys are given to ``strengths`` in the original (ComfyUI) layout, e.g. ``joint_blocks.3.x_block.mlp.fc1.weight``;
+    a diffusers tensor split from a fused original takes that original's name. Both models must be
+    of one family and one config, else ``ValueError``.
+    """
+    from diffusion.families import flux, sd3
+
+    family1, family2 = getattr(model1, "family", None), getattr(model2, "family", None)
+    if family1 != family2 or getattr(model1, "config", None) != getattr(model2, "config", None):
+        raise ValueError(f"cannot merge a {family1 or 'UNet'} model with a {family2 or 'UNet'} model of another shape")
+    rules = {"sd3": sd3.key_rules, "flux": flux.key_rules}[family1](model1.config)  # type: ignore[attr-defined]
+    names = {part: rule.original for rule in rules for part in rule.diffusers}
+    own = dict(model1.model.named_parameters())  # type: ignore[attr-defined]
+    out = model1.clone()  # type: ignore[attr-defined]
+    out.weight_patches = _merge(model1.weight_patches,  # type: ignore[attr-defined]
+                                _weights(model2.model, model2.weight_patches), own,  # type: ignore[attr-defined]
+                                lambda key: strengths(names.get(key, key)))
+    return out
