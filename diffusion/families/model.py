@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from diffusion.families.flow import FlowSchedule
-from diffusion.patching import WeightPatches, clone_options, patched_weights
+from diffusion.patching import WeightAdapter, WeightPatches, add_patches, clone_options, patched_weights
 from diffusion.t5_tokenizer import family_tokenizer
 from diffusion.text import KINDS, _apply_weights, encode_stream
 from diffusion.tokenizer import Chunk, PromptTokenizer
@@ -35,6 +35,7 @@ Family = Literal["sd3", "flux"]
 CLIP_L_WIDTH, CLIP_G_WIDTH, T5_WIDTH = 768, 1280, 4096
 _L_SD3, _G_SD3 = KINDS["sdxl"]  # penultimate layer, no final norm; only G's pooled is projected
 _L_FLUX = KINDS["sd1"][0]  # the last layer after the final norm, pooled not projected
+_SLOTS = {"l": "clip_l", "g": "clip_g", "t5xxl": "t5"}  # token stream -> encoder attribute
 
 
 @dataclass
@@ -57,6 +58,13 @@ class TransformerModel:
     def clone(self) -> TransformerModel:
         """A new MODEL value on the same base module, with its own patch list and options."""
         return dataclasses.replace(self, weight_patches=dict(self.weight_patches), options=clone_options(self.options))
+
+    def with_patches(self, adapters: Mapping[str, WeightAdapter], strength: float = 1.0,
+                     strength_model: float = 1.0) -> TransformerModel:
+        """A clone with ``adapters`` (keyed by the transformer's diffusers parameter names) after its patches."""
+        out = self.clone()
+        out.weight_patches = add_patches(self.weight_patches, adapters, strength, strength_model)
+        return out
 
     @property
     def arch(self) -> str:
@@ -179,7 +187,7 @@ def encode_t5(model: nn.Module, chunks: Sequence[Chunk]) -> torch.Tensor:
     return z[:1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FlowTextEncoder:
     """The text encoders of an SD3 or Flux model as a CLIP value (any encoder may be missing)."""
 
@@ -187,10 +195,32 @@ class FlowTextEncoder:
     clip_l: nn.Module | None = None
     clip_g: nn.Module | None = None
     t5: nn.Module | None = None
+    #: Weight patches keyed ``clip_l.<name>`` / ``clip_g.<name>`` / ``t5.<name>`` (the transformers models' names).
+    weight_patches: WeightPatches = field(default_factory=dict)
 
     def clone(self) -> FlowTextEncoder:
         """A copy sharing the models (the value is immutable, so this is the value itself)."""
         return self
+
+    @property
+    def kind(self) -> str:
+        """The family, under the name LoRA key maps read (``sd3`` / ``flux``)."""
+        return self.family
+
+    def with_patches(self, adapters: Mapping[str, WeightAdapter], strength: float = 1.0,
+                     strength_model: float = 1.0) -> FlowTextEncoder:
+        """A copy with ``adapters`` (keyed ``<slot>.<name>``) added after the patches it has."""
+        return dataclasses.replace(self, weight_patches=add_patches(self.weight_patches, adapters, strength,
+                                                                    strength_model))
+
+    def with_weight_patches(self, patches: WeightPatches) -> FlowTextEncoder:
+        """A copy whose weight patches are ``patches``."""
+        return dataclasses.replace(self, weight_patches=dict(patches))
+
+    def slot_patches(self, slot: str) -> WeightPatches:
+        """The patches on one encoder (``clip_l``, ``clip_g`` or ``t5``), keyed by its own parameter names."""
+        prefix = slot + "."
+        return {k[len(prefix):]: v for k, v in self.weight_patches.items() if k.startswith(prefix)}
 
     def modules(self) -> list[nn.Module]:
         """The encoders present (the model cache sizes a cached value by these)."""
@@ -220,10 +250,11 @@ class FlowTextEncoder:
         for key, spec, model in self._streams():
             if key not in tokens or not tokens[key]:
                 continue
-            if spec is None:
-                encoded[key] = (encode_t5(model, tokens[key]), None)
-            else:
-                encoded[key] = encode_stream(model, spec, tokens[key])
+            with patched_weights(model, self.slot_patches(_SLOTS[key])) as patched:
+                if spec is None:
+                    encoded[key] = (encode_t5(patched, tokens[key]), None)
+                else:
+                    encoded[key] = encode_stream(patched, spec, tokens[key])
         t5 = encoded.get("t5xxl", (None, None))[0]
         if self.family == "flux":
             if t5 is None:

@@ -30,6 +30,12 @@ _CLIP_PREFIXES: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...], tupl
     "sdxl": {"clip_l": (("lora_te1",), ("text_encoder",), ("clip_l",)),
              "clip_g": (("lora_te2",), ("text_encoder_2",), ("clip_g",))},
     "sdxl_refiner": {"clip_g": (("lora_te2", "lora_te"), ("text_encoder_2", "text_encoder"), ("clip_g",))},
+    # sd-scripts: lora_te1 CLIP-L, lora_te2 CLIP-G, lora_te3 T5 (Flux: te1 and te3; some forks wrote te2 for T5)
+    "sd3": {"clip_l": (("lora_te1",), ("text_encoder",), ("clip_l",)),
+            "clip_g": (("lora_te2",), ("text_encoder_2",), ("clip_g",)),
+            "t5": (("lora_te3",), ("text_encoder_3",), ("t5xxl",))},
+    "flux": {"clip_l": (("lora_te1",), ("text_encoder",), ("clip_l",)),
+             "t5": (("lora_te3", "lora_te2"), ("text_encoder_2",), ("t5xxl",))},
 }
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[str, StemMap]] = weakref.WeakKeyDictionary()
@@ -76,9 +82,9 @@ def unet_stems(unet: nn.Module) -> StemMap:
     return _cached(unet, "unet", build)
 
 
-def _hf_path(path: str) -> str:
-    """A transformers CLIP module path with the ``text_model.`` prefix (``text_projection`` has none)."""
-    if path.startswith(("text_model.", "text_projection")):
+def _hf_path(path: str, slot: str = "clip_l") -> str:
+    """A transformers CLIP module path with the ``text_model.`` prefix (``text_projection`` and T5 have none)."""
+    if slot == "t5" or path.startswith(("text_model.", "text_projection")):
         return path
     return "text_model." + path
 
@@ -95,7 +101,7 @@ def clip_stems(kind: str, slot: str, model: nn.Module) -> StemMap:
     def build() -> StemMap:
         out: StemMap = {}
         for path in _module_paths(model):
-            hf = _hf_path(path)
+            hf = _hf_path(path, slot)
             target = (slot, path)
             stems: Iterable[str] = (
                 *(f"{p}_{hf.replace('.', '_')}" for p in kohya),

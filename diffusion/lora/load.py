@@ -29,6 +29,7 @@ from .keys import clip_stems, is_text_encoder_stem, unet_stems
 from .kohya import LoraAdapter
 from .lycoris import GloraAdapter, IA3Adapter, LohaAdapter, LokrAdapter
 from .oft import OftAdapter
+from .transformer import place, transformer_targets
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,8 @@ def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def lora_patches(lora: LoraFile, unet: Any = None, clip: Any = None) -> LoraPatches:
-    """Place ``lora``'s adapters on ``unet`` (a ``UNetModel``) and ``clip`` (a ``ClipTextEncoder``); either may be None.
+    """Place ``lora``'s adapters on ``unet`` (a ``UNetModel`` or an SD3/Flux ``TransformerModel``) and ``clip`` (a
+    ``ClipTextEncoder`` or ``FlowTextEncoder``); either may be None.
 
     Text-encoder layers are skipped without a word when ``clip`` is None (model-only
     loaders). Raises :class:`LoraError` when fewer than half of its layers fit (a LoRA for
@@ -162,14 +164,27 @@ def lora_patches(lora: LoraFile, unet: Any = None, clip: Any = None) -> LoraPatc
     """
     targets: list[tuple[str, dict[str, tuple[str, str]], dict[str, tuple[int, ...]], dict[str, WeightAdapter]]] = []
     out = LoraPatches()
-    if unet is not None:
+    transformer = unet is not None and getattr(unet, "family", None) is not None  # SD3 / Flux
+    if transformer:
+        layers, layer_shapes = transformer_targets(unet), _shapes(unet.model)
+    elif unet is not None:
         targets.append(("", unet_stems(unet.model), _shapes(unet.model), out.unet))
     if clip is not None:
-        for slot in ("clip_l", "clip_g"):
-            module = getattr(clip, slot)
+        for slot in ("clip_l", "clip_g", "t5"):
+            module = getattr(clip, slot, None)
             if module is not None:
                 targets.append((slot + ".", clip_stems(clip.kind, slot, module), _shapes(module), out.clip))
+    placed_count = 0
     for (stem, slot), adapter in lora.adapters.items():
+        layer = layers.get((stem, slot)) if transformer else None
+        if layer is not None:
+            parts = place(adapter, layer, layer_shapes, fits)
+            if parts is None:
+                out.misfits.append(stem)
+            else:
+                out.unet.update(parts)
+                placed_count += 1
+            continue
         placed = False
         for prefix, stems, shapes, into in targets:
             found = stems.get(stem)
@@ -181,12 +196,12 @@ def lora_patches(lora: LoraFile, unet: Any = None, clip: Any = None) -> LoraPatc
             placed = True
             if fits(adapter, shapes[name]):
                 into[prefix + name] = adapter
+                placed_count += 1
             else:
                 out.misfits.append(stem)
             break
         if not placed and (clip is not None or not is_text_encoder_stem(stem)):
             out.unknown.append(f"{stem}.{slot}")
-    placed_count = len(out.unet) + len(out.clip)
     failed = len(out.unknown) + len(out.misfits)
     if failed > placed_count:
         arch = getattr(unet, "arch", None) or getattr(clip, "kind", "this")

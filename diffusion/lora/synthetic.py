@@ -11,13 +11,18 @@ Kinds (``noodlebox make-model --kind K``):
 - ``diffusers-lora``: PEFT keys on diffusers names (``unet.down_blocks...lora_A.weight``,
   ``text_encoder.text_model...lora_B.weight``) for the UNet attention and text encoders.
 
+For an SD3/SD3.5 or Flux base (a checkpoint or a ``diffusion_models`` file) the kohya kinds
+use sd-scripts' names on the original layout (``lora_unet_double_blocks_0_img_attn_qkv``,
+``lora_te1_`` CLIP-L, ``lora_te2_`` CLIP-G, ``lora_te3_`` T5) and ``diffusers-lora`` the same
+change in diffusers' layout (fused layers split, ``transformer.`` / ``text_encoder*.`` keys).
+
 Same base, kind, rank and seed: same bytes.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +109,91 @@ def _factors(stem: str, layer: nn.Module, kind: str, rank: int, seed: int) -> di
     return {k: v.to(torch.float16) for k, v in parts.items()}
 
 
+class _Shape:
+    """A stand-in layer for :func:`_factors`: only the weight's shape is read."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.weight = torch.empty(shape, device="meta")
+
+
+#: Transformer LoRA text-encoder prefixes per family and file slot: (kohya, diffusers).
+_FLOW_TE = {"sd3": {"clip_l": ("lora_te1", "text_encoder"), "clip_g": ("lora_te2", "text_encoder_2"),
+                    "t5xxl": ("lora_te3", "text_encoder_3")},
+            "flux": {"clip_l": ("lora_te1", "text_encoder"), "t5xxl": ("lora_te3", "text_encoder_2")}}
+_FLOW_TE_LAYERS = (".self_attn.", ".mlp.", ".SelfAttention.", ".DenseReluDense.")
+
+
+def _transformer_lora_tensors(shapes: Mapping[str, tuple[int, ...]], layout: Any, kind: str, rank: int,
+                              seed: int) -> dict[str, torch.Tensor]:
+    """An SD3/Flux LoRA: the blocks' linear layers (fused q/k/v, MLP, modulation) and the final adaLN.
+
+    Kohya kinds use the original names (``lora_unet_double_blocks_0_img_attn_qkv``); ``diffusers-lora``
+    is the same change on diffusers names (``transformer.transformer_blocks.0.attn.to_q.lora_A.weight``):
+    the shared down matrix, the up rows of each part (halves swapped where diffusers swaps them) with
+    alpha/rank folded in, as diffusers' converters write it.
+    """
+    from diffusion.families import flux, sd3
+
+    rules = (sd3 if layout.family == "sd3" else flux).key_rules(layout.config)
+    prefix = layout.prefix or ""
+    tensors: dict[str, torch.Tensor] = {}
+    for rule in rules:
+        path, _, slot = rule.original.rpartition(".")
+        shape = shapes.get(prefix + rule.original)
+        if slot != "weight" or shape is None or len(shape) != 2:
+            continue
+        if "blocks." not in path and not path.startswith("final_layer.adaLN"):
+            continue
+        stem = "lora_unet_" + path.replace(".", "_")
+        parts = _factors(stem, _Shape(shape), "lora" if kind == "diffusers-lora" else kind, rank, seed)
+        if kind != "diffusers-lora":
+            tensors.update({stem + k: v for k, v in parts.items()})
+            continue
+        up = parts[".lora_up.weight"].float() * (float(parts[".alpha"]) / rank)
+        if rule.op == "swap":
+            ups = [torch.cat(up.chunk(2, dim=0)[::-1], dim=0)]
+        elif rule.op == "cat":
+            ups = list(torch.split(up, list(rule.sizes), dim=0))
+        else:
+            ups = [up]
+        for name, part_up in zip(rule.diffusers, ups, strict=True):
+            dstem = "transformer." + name.removesuffix(".weight")
+            tensors[dstem + ".lora_A.weight"] = parts[".lora_down.weight"]
+            tensors[dstem + ".lora_B.weight"] = part_up.to(torch.float16)
+    for slot, file_prefix in layout.text.items():
+        kohya, diffusers = _FLOW_TE[layout.family].get(slot, (None, None))
+        if kohya is None:
+            continue
+        for key, shape in sorted(shapes.items()):
+            if not key.startswith(file_prefix) or not key.endswith(".weight") or len(shape) != 2 \
+                    or not any(part in key for part in _FLOW_TE_LAYERS):
+                continue
+            path = key[len(file_prefix):].removesuffix(".weight")
+            stem = f"{kohya}_{path.replace('.', '_')}"
+            parts = _factors(stem, _Shape(shape), "lora" if kind == "diffusers-lora" else kind, rank, seed)
+            if kind != "diffusers-lora":
+                tensors.update({stem + k: v for k, v in parts.items()})
+                continue
+            up = parts[".lora_up.weight"].float() * (float(parts[".alpha"]) / rank)
+            tensors[f"{diffusers}.{path}.lora_A.weight"] = parts[".lora_down.weight"]
+            tensors[f"{diffusers}.{path}.lora_B.weight"] = up.to(torch.float16)
+    return tensors
+
+
 def lora_tensors(base: Path, kind: str, rank: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     """The tensors of a ``kind`` file for the checkpoint ``base`` (see the module docstring for the layouts)."""
     if kind not in KINDS:
         raise ValueError(f"unknown LoRA kind {kind!r}; expected one of {', '.join(KINDS)}")
+    from diffusion.families.loader import detect_transformer
+
+    try:
+        with TensorFile(base) as file:
+            shapes = dict(file.shapes)
+    except CheckpointError as exc:
+        raise ValueError(f"{base.name}: not a usable base checkpoint ({exc})") from None
+    layout = detect_transformer(shapes)
+    if layout is not None and layout.config is not None:
+        return _transformer_lora_tensors(shapes, layout, "lora" if kind == "locon" else kind, rank, seed)
     arch, unet, texts = _base_models(base)
     unet_layers = dict(_layers(unet, resnets=kind == "locon"))
     ldm = unet_ldm_names([f"{name}.weight" for name in unet_layers], unet.config)

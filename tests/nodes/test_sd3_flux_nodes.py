@@ -95,3 +95,31 @@ def test_model_sampling_nodes_clone_with_a_flow_schedule(registry: NodeRegistry,
     assert fl.schedule.kind == "flux"
     assert fl.schedule.shift == pytest.approx(flow.flux_shift_for_size(512, 512))
     assert float(fl.schedule.sigmas[-1]) == 1.0
+
+
+def test_lora_loader_on_flux_model_and_text_encoders(registry: NodeRegistry, base: Path) -> None:
+    from diffusion.lora.synthetic import write_lora
+
+    whole = fs.write_checkpoint(base / "flux-whole.safetensors", "flux-dev", seed=2)  # same shapes as the parts
+    write_lora(base / "models" / "loras" / "flux-kohya.safetensors", base=whole, kind="lora", seed=4)
+    model = call(registry, "UNETLoader", unet_name="flux.safetensors", weight_dtype="default")
+    clip = call(registry, "DualCLIPLoader", clip_name1="flux_clip_l.safetensors",
+                clip_name2="flux_t5xxl.safetensors", type="flux", device="default")
+    lora_model, lora_clip = registry["LoraLoader"].behaviour.execute(
+        None, None, {"model": model, "clip": clip, "lora_name": "flux-kohya.safetensors", "strength_model": 1.0,
+                     "strength_clip": 1.0})
+
+    def encode(c: Any) -> torch.Tensor:
+        return call(registry, "CLIPTextEncodeFlux", clip=c, clip_l="a cat", t5xxl="a cat", guidance=3.5)[0][0]
+
+    def velocity(m: Any) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        x, cond = torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 256, 128, generator=g)
+        return m.velocity(x, torch.tensor([0.5]), cond, torch.randn(1, 64, generator=g), torch.tensor([3.5]))
+
+    plain_cond, plain_v = encode(clip), velocity(model)
+    assert not torch.allclose(encode(lora_clip), plain_cond) and not torch.allclose(velocity(lora_model), plain_v)
+    assert torch.equal(encode(clip), plain_cond) and torch.equal(velocity(model), plain_v)  # inputs unchanged
+    only_model = call(registry, "LoraLoaderModelOnly", model=model, lora_name="flux-kohya.safetensors",
+                      strength_model=0.0)
+    assert torch.equal(velocity(only_model), plain_v)
