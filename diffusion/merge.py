@@ -95,8 +95,8 @@ def merge_clips(clip1: ClipTextEncoder, clip2: ClipTextEncoder, strength: float,
     """``clip1`` with ``clip2``'s text-model weights patched in (slots both have; position ids left alone)."""
     others: dict[str, OtherWeight] = {}
     own: dict[str, object] = {}
-    for slot in ("clip_l", "clip_g"):
-        first, second = getattr(clip1, slot), getattr(clip2, slot)
+    for slot in ("clip_l", "clip_g", "t5"):  # t5: SD3/Flux text encoders
+        first, second = getattr(clip1, slot, None), getattr(clip2, slot, None)
         if first is None or second is None:
             continue
         for key, weight in _weights(second, clip2.slot_patches(slot), _CLIP_SKIP_SUFFIXES).items():

@@ -3,6 +3,7 @@ model1, 0 is model2, per block in the original key layout."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,3 +86,24 @@ def test_add_merge_and_a_merge_across_families(registry: NodeRegistry) -> None:
     sd3 = call(registry, "UNETLoader", unet_name="sd35_2.safetensors", weight_dtype="default")
     with pytest.raises(ValueError, match="cannot merge"):
         call(registry, "ModelMergeSimple", model1=m1, model2=sd3, ratio=0.5)
+
+
+def test_clip_merge_of_flux_text_encoders_blends_t5_and_clip_l(tmp_path: Path) -> None:
+    from diffusion.families.loader import load_text_encoders
+    from diffusion.patching import patched_weights
+
+    encoders = []
+    for seed in (2, 3):
+        paths = {part: fs.write_part(tmp_path / f"{part}{seed}.safetensors", part, "flux-dev", seed=seed)
+                 for part in ("clip_l", "t5xxl")}
+        encoders.append(load_text_encoders(paths, "flux", precision="fp32"))
+    registry = build_registry(Services(folders=Folders(tmp_path)))
+    half = call(registry, "CLIPMergeSimple", clip1=encoders[0], clip2=encoders[1], ratio=0.25)
+    for slot in ("clip_l", "t5"):
+        a = {k: v.detach().clone() for k, v in getattr(encoders[0], slot).named_parameters()}
+        b = {k: v.detach().clone() for k, v in getattr(encoders[1], slot).named_parameters()}
+        with patched_weights(getattr(half, slot), half.slot_patches(slot)) as merged:
+            got = dict(merged.named_parameters())
+            for key in ("encoder.block.0.layer.0.SelfAttention.q.weight",) if slot == "t5" else \
+                    ("text_model.encoder.layers.0.mlp.fc1.weight",):
+                torch.testing.assert_close(got[key], 0.25 * a[key] + 0.75 * b[key])
