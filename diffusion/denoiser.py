@@ -41,6 +41,7 @@ from diffusion.sampling.cfg import guide, has_cfg_hooks, skips_uncond
 from diffusion.unet_patches.attention import attention_patches
 from diffusion.unet_patches.blocks import block_patches
 from diffusion.unet_patches.compute import compiled, compute_precision
+from diffusion.unet_patches.dit_blocks import dit_block_patches
 
 #: Latent values of a pixel-space "zero" (mid grey) image, model space: what an SD inpainting
 #: model sees as the masked image when no mask and no image are given (ComfyUI's values).
@@ -272,11 +273,34 @@ class Denoiser:
         options = self.options(model_options)
         skip = skips_uncond(self.cfg, self.disable_cfg1_optimization
                             or bool(options.get("disable_cfg1_optimization", False)))
-        cond, uncond = self.predict(x, sigma, [0, None if skip else 1], options)
+        cond, uncond = self._calc_cond_batch(x, sigma, [0, None if skip else 1], options)
         if skip and not has_cfg_hooks(options):
             return cond
         return guide(x, sigma, cond, None if skip else uncond, self.cfg, options, self.positive, self.negative,
                      self.unet)
+
+    def _calc_cond_batch(self, x: torch.Tensor, sigma: torch.Tensor, sides: Sequence[int | None],
+                         options: Mapping[str, Any]) -> list[torch.Tensor]:
+        """:meth:`predict`, or the ``sampler_calc_cond_batch_function`` of ``options`` in its place.
+
+        The function gets ``{"conds", "input", "sigma", "model", "model_options", "calc_cond_batch"}``;
+        ``calc_cond_batch(conds, x, sigma, model_options)`` predicts this run's lists (None: zeros).
+        """
+        function = options.get("sampler_calc_cond_batch_function")
+        if function is None:
+            return self.predict(x, sigma, sides, options)
+        lists = (self.positive, self.negative)
+
+        def calc_cond_batch(conds: Sequence[Any], x_in: torch.Tensor, sigma_in: torch.Tensor,
+                            model_options: Mapping[str, Any]) -> list[torch.Tensor]:
+            found = [None if c is None else 0 if c is lists[0] else 1 if c is lists[1] else -1 for c in conds]
+            if -1 in found:
+                raise ValueError("calc_cond_batch takes this run's positive or negative conditioning, or None")
+            return self.predict(x_in, sigma_in, found, model_options)
+
+        conds = [None if side is None else lists[side] for side in sides]
+        return list(function({"conds": conds, "input": x, "sigma": sigma, "model": self.unet,
+                              "model_options": options, "calc_cond_batch": calc_cond_batch}))
 
     def options(self, model_options: Mapping[str, Any] | None) -> Mapping[str, Any]:
         """The options of one call: those passed by the sampler, else the MODEL's."""
@@ -414,6 +438,7 @@ class Denoiser:
             kwargs.update(controlnet_kwargs(residuals, unet.dtype, unet.device))
         with torch.set_grad_enabled(self.grad), self._weights(hooks, sigma) as module, \
                 adapter_hooks(module, residuals), block_patches(module, transformer_options), \
+                dit_block_patches(module, transformer_options), \
                 gligen_hooks(module, gligen, x.shape), attention_patches(module, transformer_options), \
                 compute_precision(unet.options.get("compute_dtype"), unet.dtype, unet.device):
             run = compiled(module, unet.options.get("torch_compile_backend"))

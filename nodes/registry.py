@@ -61,6 +61,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.image_only",
     "nodes.sd3",
     "nodes.flux",
+    "nodes.skip_layer",
 )
 
 
