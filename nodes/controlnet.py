@@ -31,6 +31,13 @@ def _load(ctx: Context, name: str, base: Any = None) -> Any:
     precision = ctx.services.precision
 
     def load() -> Any:
+        from diffusion.checkpoint import TensorFile
+        from diffusion.control.sd3 import is_sd3_controlnet, load_sd3_controlnet
+
+        with TensorFile(path) as file:
+            sd3 = is_sd3_controlnet(file.shapes)
+        if sd3:
+            return load_sd3_controlnet(path, precision=precision, device=pick_device())
         return load_control_model(path, precision=precision, device=pick_device(), base=base)
 
     options: tuple[Any, ...] = ("control", precision)
@@ -111,19 +118,52 @@ def ControlNetApplyAdvanced(
     vae: Vae | None = None,
 ) -> tuple[Annotated[Conditioning, Output("positive")], Annotated[Conditioning, Output("negative")]]:
     """Steers both conditionings with a control model and a hint image, for part of the sampling."""
-    from diffusion.control.models import Control
-
     if strength == 0:
         return positive, negative
     if start_percent > end_percent:
         raise ValueError(f"ControlNetApplyAdvanced: start_percent {start_percent} is after end_percent {end_percent}")
     hint = _hint(image, "ControlNetApplyAdvanced")
+    return _apply_both(positive, negative, control_net, hint, strength, start_percent, end_percent, vae)
+
+
+def _apply_both(positive: Any, negative: Any, control_net: Any, hint: Any, strength: float, start_percent: float,
+                end_percent: float, vae: Any) -> tuple[Any, Any]:
+    """Both conditionings with one control (per previous control) set, the VAE bound to an SD3 ControlNet."""
+    from diffusion.control.models import Control
+    from diffusion.control.sd3 import ARCH, with_vae
+
+    if vae is not None:
+        control_net = with_vae(control_net, vae)
+    elif getattr(control_net, "arch", None) == ARCH:
+        raise ValueError("an SD3 ControlNet needs a VAE to encode its hint: connect the vae input")
     chained: dict[int, Any] = {}
 
     def control(previous: Any) -> Any:
         return Control(control_net, hint, strength, (start_percent, end_percent), previous=previous, vae=vae)
 
     return _apply(positive, control, chained, False), _apply(negative, control, chained, False)
+
+
+@node(category="conditioning/controlnet", display_name="Apply Controlnet with VAE", deprecated=True,
+      python_module="comfy_extras.nodes_sd3")
+def ControlNetApplySD3(
+    positive: Conditioning,
+    negative: Conditioning,
+    control_net: ControlNet,
+    vae: Vae,
+    image: Annotated[Image, Tooltip("The hint image, VAE-encoded for the SD3 ControlNet.")],
+    strength: Strength = 1.0,
+    start_percent: Percent = 0.0,
+    end_percent: Percent = 1.0,
+) -> tuple[Annotated[Conditioning, Output("positive")], Annotated[Conditioning, Output("negative")]]:
+    """Steers both conditionings with an SD3 ControlNet, its hint image encoded by the VAE (ControlNetApplyAdvanced
+    with a VAE)."""
+    if strength == 0:
+        return positive, negative
+    if start_percent > end_percent:
+        raise ValueError(f"ControlNetApplySD3: start_percent {start_percent} is after end_percent {end_percent}")
+    hint = _hint(image, "ControlNetApplySD3")
+    return _apply_both(positive, negative, control_net, hint, strength, start_percent, end_percent, vae)
 
 
 @node(category="conditioning/controlnet", python_module="comfy_extras.nodes_controlnet")

@@ -148,9 +148,14 @@ def check_chain(control: Control, unet: Any) -> Control:
 
     Raises ``ValueError`` (one line) for a control model made for another model.
     """
+    from diffusion.control import sd3
+
     for link in control.chain():
         link.realized = link.model.for_model(unet)
-        check_fits(link.realized, unet.model, unet.arch)
+        if link.realized.arch == sd3.ARCH or unet.arch in ("sd3", "flux"):
+            sd3.check_fits(link.realized, unet.model, unet.arch)
+        else:
+            check_fits(link.realized, unet.model, unet.arch)
     return control
 
 

@@ -115,18 +115,28 @@ class _UNetCall(nn.Module):
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 added_cond_kwargs: Mapping[str, torch.Tensor] | None = None, return_dict: bool = False,
+                down_block_additional_residuals: Sequence[torch.Tensor] | None = None,
                 **_: Any) -> tuple[torch.Tensor]:
-        """One call as a diffusers UNet is called; the pooled output rides in ``text_embeds``."""
+        """One call as a diffusers UNet is called; the pooled output rides in ``text_embeds``.
+
+        ``down_block_additional_residuals`` are an SD3 ControlNet's, one per transformer block
+        (``diffusion.control.sd3``).
+        """
         owner = self._owner[0]
         pooled = (added_cond_kwargs or {}).get("text_embeds")
         if pooled is None:
             pooled = torch.zeros(x.shape[0], owner.config["pooled_projection_dim"])
         guidance = (added_cond_kwargs or {}).get("guidance")
-        return (self.forward_flow(x, timestep, encoder_hidden_states, pooled, guidance),)
+        return (self.forward_flow(x, timestep, encoder_hidden_states, pooled, guidance,
+                                  down_block_additional_residuals),)
 
     def forward_flow(self, x: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor, pooled: torch.Tensor,
-                     guidance: torch.Tensor | None = None) -> torch.Tensor:
-        """The velocity for ``x`` at model timestep ``timestep`` (sigma times the multiplier)."""
+                     guidance: torch.Tensor | None = None,
+                     control: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The velocity for ``x`` at model timestep ``timestep`` (sigma times the multiplier).
+
+        ``control``: residuals added to the image tokens after each SD3 block (all but the last).
+        """
         owner = self._owner[0]
         if x.shape[1] != owner.latent_channels:
             raise ValueError(f"this {owner.family} model takes {owner.latent_channels}-channel latents, "
@@ -139,6 +149,13 @@ class _UNetCall(nn.Module):
         dtype = owner.dtype
         timestep = torch.as_tensor(timestep, device=x.device).to(dtype).reshape(-1).expand(x.shape[0])
         args = {"encoder_hidden_states": cond.to(dtype), "pooled_projections": pooled.to(x.device, dtype)}
+        if control is not None:
+            if owner.family != "sd3":
+                raise ValueError(f"ControlNets for {owner.family} models are not supported yet")
+            if len(control) != owner.config["num_layers"]:
+                raise ValueError(f"the ControlNet gives {len(control)} block residuals for a model of "
+                                 f"{owner.config['num_layers']} blocks")
+            args["block_controlnet_hidden_states"] = [c.to(x.device, dtype) for c in control]
         if owner.family == "sd3":
             return self.inner(hidden_states=x.to(dtype), timestep=timestep, **args).sample.to(x.dtype)
         if owner.config.get("guidance_embeds"):

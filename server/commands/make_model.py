@@ -21,6 +21,7 @@ KINDS += ("lora", "locon", "loha", "lokr", "diffusers-lora")
 KINDS += ("taesd",)
 KINDS += ("gligen",)
 KINDS += ("hypernetwork",)
+KINDS += ("sd3-controlnet",)
 SIZES = ("tiny", "small")
 
 
