@@ -61,6 +61,7 @@ MODEL_KINDS: dict[str, str] = {
     "controlnet": "diffusion.control.synthetic:write_controlnet",
     "diff-controlnet": "diffusion.control.synthetic:write_diff_controlnet",
     "sd3-controlnet": "diffusion.control.sd3_synthetic:write_sd3_controlnet",
+    "union": "diffusion.control.synthetic:write_union_controlnet",
     "t2i-adapter": "diffusion.control.synthetic:write_t2i_adapter",
     "control-lora": "diffusion.control.synthetic:write_control_lora",
     "clip-vision": "diffusion.control.synthetic:write_clip_vision",

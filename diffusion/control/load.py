@@ -7,6 +7,8 @@ Layouts read (``prefix`` stripped first):
   converted with diffusers' ``convert_controlnet_checkpoint``;
 - ControlNet, diffusers layout (``controlnet_cond_embedding.*``, ``controlnet_down_blocks.*``);
 - SDXL control-LoRAs (``lora_controlnet``): see :mod:`diffusion.control.control_lora`;
+- union ControlNets (ControlNet++: diffusers layout plus ``task_embedding``, ``transformer_layes``,
+  ``spatial_ch_projs``, ``control_add_embedding``): see :mod:`diffusion.control.union`;
 - "diff" ControlNets: the original layout plus a ``difference`` key; their encoder weights are
   differences to the UNet they were made from, so the model's weights are added at load;
 - T2I-Adapter, original layout: full (``conv_in``, ``body.N.block1``; two blocks per level) and
@@ -33,6 +35,7 @@ from diffusers.loaders import single_file_utils as sfu
 from diffusion.checkpoint import CheckpointError, TensorFile, _as_checkpoint_errors, _build
 from diffusion.control.control_lora import MARKER, control_lora_model
 from diffusion.control.models import ControlModel
+from diffusion.control.union import is_union, split_union, union_parts
 from diffusion.detect import ADM_EMBED_DIM, _unet_levels
 from diffusion.models import UNetModel
 from diffusion.precision import Precision, resolve_precision
@@ -81,8 +84,10 @@ def detect_control(shapes: Shapes, name: str = "file") -> tuple[str, str, str]:
     keys = set(shapes)
     if MARKER in keys:
         return "controlnet", "control-lora", ""
-    if any(k.startswith("task_embedding") or k.startswith("control_add_embedding") for k in keys):
-        raise CheckpointError(f"{name}: union (ControlNet++) models are not supported yet")
+    if is_union(keys):
+        if "controlnet_cond_embedding.conv_in.weight" not in keys:
+            raise CheckpointError(f"{name}: a union (ControlNet++) model in a layout other than diffusers'")
+        return "controlnet", "union", ""
     for prefix in CONTROLNET_PREFIXES:
         if prefix + "input_hint_block.0.weight" in keys:
             return "controlnet", "diff" if DIFF_KEY in keys else "ldm", prefix
@@ -120,6 +125,13 @@ def _load_controlnet(raw: StateDict, layout: str, name: str, dtype: torch.dtype,
             raise CheckpointError(f"{name}: {dropped} ControlNet weights have no place in a diffusers ControlNet")
     else:
         state = dict(raw)
+    union = None
+    if layout == "union":
+        state, own = split_union(state)
+        try:
+            union = union_parts(own, dtype, device)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{name}: {exc}") from None
     config = controlnet_config({k: tuple(v.shape) for k, v in state.items()})
     arch = config.pop("_arch")
     if layout == "diff":
@@ -129,7 +141,8 @@ def _load_controlnet(raw: StateDict, layout: str, name: str, dtype: torch.dtype,
     state = {k: v.to(dtype) for k, v in state.items()}
     module = _build(lambda: ControlNetModel(**config), state, "ControlNet", name).to(device)
     return ControlModel("controlnet", module, arch, tuple(config["block_out_channels"]),
-                        config["cross_attention_dim"], device, dtype, config["conditioning_channels"], 8, layout)
+                        config["cross_attention_dim"], device, dtype, config["conditioning_channels"], 8, layout,
+                        union=union)
 
 
 def _indices(keys: Any, pattern: str) -> list[int]:

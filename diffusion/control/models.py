@@ -17,7 +17,8 @@ At each UNet call :meth:`Control.residuals` gives what the chain adds to the UNe
   size, are added after the last layer of each down block (and the middle block for SDXL);
 - every residual is multiplied by the control's strength, and a control outside its
   timestep range (sigma above ``start_percent``'s or below ``end_percent``'s) adds nothing;
-  the chain's residuals are summed.
+  the chain's residuals are summed;
+- a union ControlNet runs set to its control type (``diffusion.control.union``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
+from diffusion.control.union import type_index, union_call
 from diffusion.resize import upscale
 
 Kind = Literal["controlnet", "t2i_adapter"]
@@ -65,6 +68,8 @@ class ControlModel:
     layout: str = ""
     union_type: str | None = None
     global_pool: bool = False
+    #: A union ControlNet's own parts (``diffusion.control.union.UnionParts``); None for other models.
+    union: Any = field(default=None, repr=False)
     builder: Callable[[Any], ControlModel] | None = field(default=None, repr=False)
     _built: dict[Any, ControlModel] = field(default_factory=dict, repr=False)
     _build_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -86,7 +91,9 @@ class ControlModel:
         return f"{name} for {self.arch} (levels {widths})"
 
     def with_union_type(self, union_type: str | None) -> ControlModel:
-        """A copy (same module) set to another union control type."""
+        """A copy (same module) set to another union control type (checked against a union model's types)."""
+        if self.union is not None:
+            type_index(union_type, self.union)
         return dataclasses.replace(self, union_type=union_type)
 
 
@@ -221,7 +228,8 @@ class Control:
         kwargs: dict[str, Any] = {}
         if call.added_cond_kwargs is not None:
             kwargs["added_cond_kwargs"] = {k: v.to(model.device) for k, v in call.added_cond_kwargs.items()}
-        with torch.no_grad():
+        union = nullcontext() if model.union is None else union_call(model.module, model.union, model.union_type)
+        with torch.no_grad(), union:
             down, mid = model.module(call.x.to(model.device, model.dtype), call.timesteps.to(model.device),
                                      encoder_hidden_states=call.context.to(model.device, model.dtype),
                                      controlnet_cond=hint, return_dict=False, **kwargs)

@@ -11,6 +11,10 @@ the 16x-unshuffle XL adapter, which needs SDXL's three levels); without a base, 
 SD1.5-shaped adapter at a tenth of the width. ``arch`` is ``full`` (default), ``light`` or
 ``xl``, with ``-diffusers`` for diffusers' layout.
 
+A union ControlNet (``make-model --kind union``) is a diffusers-layout ControlNet plus the
+union parts (``task_embedding``, ``transformer_layes.0``, ``spatial_ch_projs``,
+``control_add_embedding``), ``arch`` ``promax`` (8 control types) or ``union`` (6).
+
 Same arguments, same bytes. Weights are written in fp16, atomically.
 """
 
@@ -220,3 +224,25 @@ def write_style_model(out: Path, *, base: Path | None = None, rank: int = 4, see
     with init_empty_weights():
         module = StyleAdapter(width, context, layers, 8)
     return _write(out, _random_state(module, "style", seed), "style", seed)
+
+
+def write_union_controlnet(out: Path, *, base: Path | None = None, rank: int = 4, seed: int = 0,
+                           arch: str | None = None, size: str = "tiny") -> Path:
+    """A random union ControlNet (ControlNet++) for ``base`` in the released files' layout (diffusers names).
+
+    ``arch``: ``promax`` (default, 8 control types) or ``union`` (the first release's 6). The union
+    parts are as wide as the hint embedding (320 on SDXL, as in the released files).
+    """
+    from diffusion.control.union import UnionParts
+
+    variant = arch or "promax"
+    if variant not in ("promax", "union"):
+        raise ValueError(f"unknown union ControlNet variant {variant!r}; expected promax or union")
+    family, config, state = _controlnet_weights(base, seed, "union ControlNet")
+    width = int(config["block_out_channels"][0])
+    if width % 8:
+        raise ValueError(f"a union ControlNet needs a first block width divisible by 8 (the base has {width})")
+    with init_empty_weights():
+        parts = UnionParts(8 if variant == "promax" else 6, width, width * 4)
+    state.update(_random_state(parts, "union", seed))
+    return _write(out, state, "union-controlnet", seed, {"noodlebox.base_arch": family, "noodlebox.variant": variant})

@@ -22,6 +22,7 @@ KINDS += ("taesd",)
 KINDS += ("gligen",)
 KINDS += ("hypernetwork",)
 KINDS += ("sd3-controlnet",)
+KINDS += ("union",)
 SIZES = ("tiny", "small")
 
 

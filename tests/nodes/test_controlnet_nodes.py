@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from diffusion.control.models import Control, ControlModel
-from diffusion.control.synthetic import write_controlnet, write_diff_controlnet, write_t2i_adapter
+from diffusion.control.synthetic import (
+    write_controlnet,
+    write_diff_controlnet,
+    write_t2i_adapter,
+    write_union_controlnet,
+)
 from diffusion.synthetic import write_checkpoint
 from graph.executor import Executor
 from graph.validate import validate_prompt
@@ -34,6 +39,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, tiny_sd15_path: Path) -> Path
     write_t2i_adapter(control / "t2i.safetensors", base=ckpt)
     xl = write_checkpoint(root / "xl.safetensors", "sdxl", "tiny", 0)
     write_controlnet(control / "xl-cn.safetensors", base=xl)
+    write_union_controlnet(control / "union.safetensors", base=xl, arch="union")
     shutil.copy(ckpt, control / "not-a-controlnet.safetensors")
     return root
 
@@ -113,6 +119,15 @@ def test_union_type_is_set_on_a_copy(registry: NodeRegistry) -> None:
     (cn,) = call(registry, "ControlNetLoader", control_net_name="cn.safetensors")
     (typed,) = call(registry, "SetUnionControlNetType", control_net=cn, type="depth")
     assert typed.union_type == "depth" and cn.union_type is None and typed.module is cn.module
+
+
+def test_union_controlnet_loads_and_refuses_a_type_it_lacks(registry: NodeRegistry) -> None:
+    (union,) = call(registry, "ControlNetLoader", control_net_name="union.safetensors")
+    assert union.layout == "union" and union.union.types == 6
+    (typed,) = call(registry, "SetUnionControlNetType", control_net=union, type="segment")
+    assert typed.union_type == "segment" and typed.union is union.union
+    with pytest.raises(ValueError, match="knows 6 control types; 'repaint' is not one of them"):
+        call(registry, "SetUnionControlNetType", control_net=union, type="repaint")
 
 
 def sampling_prompt(control_net: str) -> dict[str, Any]:
