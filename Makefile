@@ -72,6 +72,13 @@ $(INPAINT_CKPT): | $(STAMP)
 	$(BIN)/noodlebox make-checkpoint --arch sd15-inpaint --size tiny --seed 3 $@
 models: $(INPAINT_CKPT)
 
+# A random SD2.1 unCLIP checkpoint with its CLIP image encoder (workflows/unclip.json), the demo model first.
+UNCLIP_CKPT := models/checkpoints/noodlebox-random-sd21-unclip.safetensors
+$(UNCLIP_CKPT): | $(STAMP)
+	$(BIN)/python -m nodes.default_model
+	$(BIN)/noodlebox make-checkpoint --arch sd2-unclip --size tiny --seed 4 $@
+models: $(UNCLIP_CKPT)
+
 # A seeded random 4x ESRGAN upscaler in the original key layout (workflows/upscale_esrgan.json).
 UPSCALE_DIR := models/upscale_models
 $(UPSCALE_DIR)/noodlebox-test-esrgan.pth: | $(STAMP)

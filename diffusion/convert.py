@@ -87,6 +87,8 @@ _UNET_TOP_TO_LDM = {
     "conv_out": "out.2",
     "add_embedding.linear_1": "label_emb.0.0",
     "add_embedding.linear_2": "label_emb.0.2",
+    "class_embedding.linear_1": "label_emb.0.0",  # SD2.1 unCLIP's image-embedding input
+    "class_embedding.linear_2": "label_emb.0.2",
     "class_embedding": "label_emb",  # the x4 upscaler's noise-level embedding (an nn.Embedding)
 }
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from diffusion import x4_upscaler
+from diffusion import unclip, x4_upscaler
 from diffusion.control.inject import adapter_hooks, call_residuals, check_chain, controlnet_kwargs, spread_to_uncond
 from diffusion.control.models import Control
 from diffusion.gligen import gligen_hooks
@@ -189,7 +189,9 @@ class Denoiser:
                 area = _mask_bounds(mask)
             prepared.mask = mask * float(options.get("mask_strength", 1.0))
         prepared.area = tuple(int(v) for v in area[:4]) if area is not None else None  # type: ignore[assignment]
-        if self.unet.adm_channels is not None:
+        if self.unet.variant == "unclip":
+            prepared.extra = {"class_labels": unclip.unclip_input(options, self.unet.adm_channels, self.seed)}  # type: ignore[arg-type]
+        elif self.unet.adm_channels is not None:
             prepared.extra = self._adm(options, prompt_type)
         if self.unet.inpaint:
             prepared.concat = self._inpaint_channels(options, latent_image, denoise_mask)
@@ -218,8 +220,10 @@ class Denoiser:
         else:
             ids = [height, width, crop_h, crop_w, options.get("target_height", height),
                    options.get("target_width", width)]
-        pooled = options.get("pooled_output")
         embed_width = self.unet.adm_channels - len(ids) * 256  # type: ignore[operator]
+        pooled = unclip.revision_pooled(options, embed_width, self.seed)  # "revision": an image's embedding
+        if pooled is None:
+            pooled = options.get("pooled_output")
         if pooled is None:
             pooled = torch.zeros((1, embed_width))
         pooled = pooled.float().reshape(pooled.shape[0], -1)
@@ -429,8 +433,9 @@ class Denoiser:
         timesteps = schedule.timestep(sigma.cpu()).float().to(unet.device)
         kwargs: dict[str, Any] = {}
         added = dict(added_cond_kwargs or {})
-        if "class_labels" in added:  # the x4 upscaler's noise level
-            kwargs["class_labels"] = added.pop("class_labels").to(unet.device)
+        if "class_labels" in added:  # the x4 upscaler's noise level, unCLIP's image embedding
+            labels = added.pop("class_labels").to(unet.device)
+            kwargs["class_labels"] = labels.to(unet.dtype) if labels.is_floating_point() else labels
         if added:
             # float32 on purpose: diffusers concatenates them with its float32 size embeddings first.
             kwargs["added_cond_kwargs"] = {k: v.to(unet.device) for k, v in added.items()}

@@ -127,6 +127,8 @@ def detect_arch(shapes: Shapes) -> str:
     adm = shapes.get(UNET_PREFIX + "label_emb.0.0.weight")
     linear = _linear_projection(shapes, UNET_PREFIX)
     if adm is not None:
+        if context == 1024:
+            return "sd2"  # SD2.1 unCLIP: its image-embedding input
         return "sdxl_refiner" if context == 1280 else "sdxl"
     return "sd2" if linear else "sd1"
 
@@ -213,7 +215,9 @@ def derive_unet_config(shapes: Shapes, arch: str, p: str = UNET_PREFIX) -> dict[
                       only_cross_attention=_only_cross_attention(shapes, p, channels, depths,
                                                                           layers_per_block))
     adm = shapes.get(p + "label_emb.0.0.weight")
-    if adm is not None:
+    if adm is not None and arch == "sd2":  # SD2.1 unCLIP: the image embedding and its noise level
+        config.update(class_embed_type="projection", projection_class_embeddings_input_dim=adm[1])
+    elif adm is not None:
         if arch not in ADM_SIZE_EMBEDDINGS:
             raise DetectionError(f"unsupported UNet: an ADM input ({adm[1]} wide) on a {arch} model")
         config.update(
@@ -352,11 +356,14 @@ def detect(shapes: Shapes) -> CheckpointLayout:
 
 def model_variant(shapes: Shapes, unet_config: dict[str, Any] | None) -> str | None:
     """``zero123`` (a ``cc_projection`` beside the UNet), ``x4_upscaler`` (7 input channels and a
-    noise-level class embedding), or None for the plain families."""
+    noise-level class embedding), ``unclip`` (SD2.1 unCLIP: an image-embedding class input), or None
+    for the plain families."""
     if unet_config is None:
         return None
     if _has_prefix(shapes, ZERO123_PROJECTION):
         return "zero123"
     if unet_config["in_channels"] == X4_UPSCALER_CHANNELS and "num_class_embeds" in unet_config:
         return "x4_upscaler"
+    if unet_config.get("class_embed_type") == "projection":
+        return "unclip"
     return None

@@ -68,7 +68,8 @@ class UNetModel:
     schedule: DiscreteSchedule = None  # type: ignore[assignment]  # set in __post_init__
     weight_patches: WeightPatches = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
-    #: ``zero123`` or ``x4_upscaler`` for SD models with their own extra inputs (``diffusion.detect.model_variant``).
+    #: ``zero123``, ``x4_upscaler`` or ``unclip``: SD models with their own extra inputs
+    #: (``diffusion.detect.model_variant``).
     variant: str | None = None
     #: Maps cross-attention conds that are not ``context_dim`` wide (Stable Zero123's ``cc_projection``).
     context_projection: torch.nn.Module | None = None

@@ -40,8 +40,8 @@ ARCHS = ("sd15", "sd15-inpaint", "sd15-ip2p", "sd2", "sd2-v", "sdxl", "sdxl-refi
 #: ``write_checkpoint`` takes them too.
 TRANSFORMER_ARCHS = ("sd35", "flux-dev", "flux-schnell")
 #: SD-family models with their own conditioning, written by their own modules (``diffusion.x4_upscaler``,
-#: ``diffusion.zero123``); ``write_checkpoint`` takes them too.
-IMAGE_ARCHS = ("sd-x4-upscaler", "zero123")
+#: ``diffusion.zero123``, ``diffusion.unclip``); ``write_checkpoint`` takes them too.
+IMAGE_ARCHS = ("sd-x4-upscaler", "zero123", "sd2-unclip")
 SIZES = ("tiny", "small", "full")
 
 StateDict = dict[str, torch.Tensor]
@@ -257,9 +257,10 @@ def write_checkpoint(
 
         return transformer_synthetic.write_checkpoint(path, name, size, seed, dtype)
     if name in IMAGE_ARCHS:
-        from diffusion import x4_upscaler, zero123  # they build on this module
+        from diffusion import unclip, x4_upscaler, zero123  # they build on this module
 
-        writer = x4_upscaler.write_checkpoint if name == "sd-x4-upscaler" else zero123.write_checkpoint
+        writer = {"sd-x4-upscaler": x4_upscaler.write_checkpoint, "zero123": zero123.write_checkpoint,
+                  "sd2-unclip": unclip.write_checkpoint}[name]
         return writer(path, size, seed, dtype)
     tensors, metadata = make_checkpoint(name, size, seed, dtype)
     path = Path(path)

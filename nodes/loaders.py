@@ -53,10 +53,15 @@ def CheckpointLoaderSimple(
     Annotated[Vae, Output(tooltip="The VAE model used for encoding and decoding images to and from latent space.")],
 ]:
     """Loads a diffusion model checkpoint, diffusion models are used to denoise latents."""
+    loaded = cached_checkpoint(ctx, _model_file(ctx, "checkpoints", ckpt_name, "Checkpoint"))
+    return loaded.unet, loaded.clip, loaded.vae
+
+
+def cached_checkpoint(ctx: Context, path: Any) -> Any:
+    """The ``LoadedCheckpoint`` of a checkpoint file, from the model cache (loaded once for every loader node)."""
     from diffusion.checkpoint import load_checkpoint
     from diffusion.memory import pick_device
 
-    path = _model_file(ctx, "checkpoints", ckpt_name, "Checkpoint")
     precision = ctx.services.precision
 
     def load() -> Any:
@@ -67,8 +72,7 @@ def CheckpointLoaderSimple(
         with_compile(ctx, loaded.unet, loaded.vae)
         return loaded
 
-    loaded = ctx.services.model_cache().get(path, ("checkpoint", precision, ctx.services.compile), load)
-    return loaded.unet, loaded.clip, loaded.vae
+    return ctx.services.model_cache().get(path, ("checkpoint", precision, ctx.services.compile), load)
 
 
 @node(category="loaders", display_name="Load VAE", description="")

@@ -59,6 +59,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.gligen",
     "nodes.image_models",
     "nodes.image_only",
+    "nodes.unclip",
     "nodes.sd3",
     "nodes.flux",
     "nodes.skip_layer",

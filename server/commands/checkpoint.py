@@ -19,7 +19,7 @@ from server.cli import UserError
 # The choices are spelled out here so that `noodlebox --help` does not import torch;
 # tests/cli/test_checkpoint_cli.py checks them against nodes.model_tools.
 ARCHS = ("sd15", "sd15-inpaint", "sd15-ip2p", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd35", "flux-dev",
-         "flux-schnell", "sd-x4-upscaler", "zero123")
+         "flux-schnell", "sd-x4-upscaler", "zero123", "sd2-unclip")
 SIZES = ("tiny", "small", "full")
 STORAGE_DTYPES = ("fp32", "fp16", "bf16")
 ORIGIN = "noodlebox synthetic random weights"

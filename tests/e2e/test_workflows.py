@@ -209,6 +209,7 @@ def test_every_shipped_workflow_is_run_here() -> None:
                "controlnet.json",  # run by test_controlnet_workflow.py
                "lora.json",  # run by test_lora_workflow.py
                "inpaint_model.json",  # run by test_inpaint_model_workflow.py
+               "unclip.json",  # run by test_unclip_workflow.py
                "sdxl_turbo.json", "custom_sampling.json",  # run by test_issue14_workflows.py
                "sd35.json", "flux_schnell.json"}  # run by test_sd3_flux_workflows.py
     assert {p.name for p in WORKFLOWS.glob("*.json")} == covered
