@@ -1,4 +1,4 @@
-"""LoRA and its kin (LoCon, LoHa, LoKr, IA3, OFT, full diffs) as weight patches on MODEL and CLIP values.
+"""LoRA and its kin (LoCon, LoHa, LoKr, IA3, OFT, BOFT, full diffs) as weight patches on MODEL and CLIP values.
 
 ``keys`` maps the names LoRA files use (kohya, LDM, diffusers, PEFT, ComfyUI) to our
 parameter names; ``kohya``, ``lycoris``, ``oft`` hold the adapters (closed forms);

@@ -28,7 +28,7 @@ from . import diffusers_peft
 from .keys import clip_stems, is_text_encoder_stem, unet_stems
 from .kohya import LoraAdapter
 from .lycoris import GloraAdapter, IA3Adapter, LohaAdapter, LokrAdapter
-from .oft import OftAdapter
+from .oft import BoftAdapter, OftAdapter
 from .transformer import place, transformer_targets
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ _KOHYA_PARTS = {".lora_up.weight": "up", ".lora_down.weight": "down", ".lora_mid
 _LYCORIS_PARTS = {f".{p}": p for p in (
     "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
     "lokr_w1", "lokr_w2", "lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
-    "oft_blocks", "on_input", "diff", "diff_b", "w_norm", "b_norm")}
+    "oft_blocks", "rescale", "on_input", "diff", "diff_b", "w_norm", "b_norm")}
 _LYCORIS_PARTS.update({f".{p}.weight": p for p in ("a1", "a2", "b1", "b2")})
 #: Key suffix -> part name, longest first (so ``.lora_up.weight`` wins over ``.up.weight``, and both over ``.weight``).
 _SUFFIXES = sorted({**_KOHYA_PARTS, **_LYCORIS_PARTS, **diffusers_peft.PARTS, ".weight": "ia3"}.items(),
@@ -95,8 +95,10 @@ def _adapters(stem: str, parts: dict[str, torch.Tensor]) -> dict[tuple[str, str]
             parts.get("lokr_w2_a"), parts.get("lokr_w2_b"), parts.get("lokr_t2"), alpha, dora)
     elif "a1" in parts and "b2" in parts:
         out[stem, "weight"] = GloraAdapter(parts["a1"], parts["a2"], parts["b1"], parts["b2"], alpha, dora)
+    elif "oft_blocks" in parts and parts["oft_blocks"].dim() == 4:
+        out[stem, "weight"] = BoftAdapter(parts["oft_blocks"], alpha, parts.get("rescale"))
     elif "oft_blocks" in parts:
-        out[stem, "weight"] = OftAdapter(parts["oft_blocks"], alpha)
+        out[stem, "weight"] = OftAdapter(parts["oft_blocks"], alpha)  # its rescale is not applied (ComfyUI)
     elif "ia3" in parts and "on_input" in parts:
         out[stem, "weight"] = IA3Adapter(parts["ia3"], bool(parts["on_input"].reshape(-1)[0]))
     for part, slot in (("diff", "weight"), ("w_norm", "weight"), ("diff_b", "bias"), ("b_norm", "bias")):
@@ -143,7 +145,7 @@ def fits(adapter: WeightAdapter, shape: tuple[int, ...]) -> bool:
         return adapter.numel() == prod(shape)
     if isinstance(adapter, DiffAdapter):
         return adapter.diff.numel() == prod(shape)
-    if isinstance(adapter, OftAdapter):
+    if isinstance(adapter, (OftAdapter, BoftAdapter)):
         return adapter.numel_rows() == shape[0]
     if isinstance(adapter, IA3Adapter):
         return len(shape) > int(adapter.on_input) and adapter.scale.numel() == shape[int(adapter.on_input)]

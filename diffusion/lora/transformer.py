@@ -15,8 +15,9 @@ uses, so the two cannot disagree. Three kinds of original layer:
   adapters (LoHa, LoKr, GLoRA, IA3, OFT) the change computed on the fused shape with this
   part's weight in its rows. That is exact for every change where an output row depends only
   on that row of the weight: all of those, OFT when its blocks do not cross a part boundary,
-  DoRA when its magnitude is per output row. DoRA normalised per input column and OFT blocks
-  across a boundary need the sibling layers' weights too; they are reported as not loaded;
+  DoRA when its magnitude is per output row. DoRA normalised per input column, OFT blocks
+  across a boundary and BOFT (its butterfly mixes distant rows) need the sibling layers'
+  weights too; they are reported as not loaded;
 - ``swap``: an adaLN projection whose two halves are in the other order; the change is
   computed on the weight in the original order and swapped back (exact for any adapter).
 
@@ -41,7 +42,7 @@ from diffusion.patching import DiffAdapter, WeightAdapter
 from .keys import _cached
 from .kohya import LoraAdapter
 from .lycoris import IA3Adapter
-from .oft import OftAdapter
+from .oft import BoftAdapter, OftAdapter
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ def _per_row(dora: torch.Tensor | None, rows: int) -> bool:
 
 def _slice(adapter: WeightAdapter, start: int, length: int, full_rows: int) -> WeightAdapter | None:
     """``adapter``'s change for rows ``start : start + length`` of a fused layer, or None where that is not exact."""
+    if isinstance(adapter, BoftAdapter):
+        return None  # its butterfly mixes rows across the parts
     stop = start + length
     if isinstance(adapter, LoraAdapter):
         if adapter.dora_scale is None:

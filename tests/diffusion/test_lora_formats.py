@@ -202,7 +202,8 @@ def test_tucker_loha_lokr_ia3_oft_and_diffs(ckpt, tmp_path) -> None:
     assert torch.allclose(rot @ rot.transpose(1, 2), eye, atol=1e-5)  # Cayley: orthogonal
     wk = base[TO_Q.replace("to_q", "to_k") + ".weight"]
     rotated = torch.einsum("knm,knc->kmc", rot, wk.reshape(4, 8, -1)).reshape(wk.shape)
-    torch.testing.assert_close(patched[TO_Q.replace("to_q", "to_k") + ".weight"], wk + 0.5 * (rotated - wk),
+    # ComfyUI scales an OFT change by the strength twice: 0.5 -> 0.25
+    torch.testing.assert_close(patched[TO_Q.replace("to_q", "to_k") + ".weight"], wk + 0.25 * (rotated - wk),
                                rtol=1e-5, atol=1e-5)
     norm = "down_blocks.0.attentions.0.norm"
     torch.testing.assert_close(patched[norm + ".weight"], base[norm + ".weight"] + 0.125)
@@ -322,3 +323,36 @@ def test_glora_is_b2_b1_plus_w_a2_a1(ckpt, tmp_path) -> None:
     w = _unpatched(ckpt)[TO_Q + ".weight"]
     expected = w + 0.6 * (1.5 / 3) * (b2 @ b1 + w @ a2 @ a1)
     torch.testing.assert_close(_patched_unet(ckpt, path, 0.6)[TO_Q + ".weight"], expected, rtol=1e-5, atol=1e-6)
+
+
+def _butterfly_order(rows: int, span: int) -> list[int]:
+    """Row order of one BOFT level: in each run of ``2 * span`` rows, row ``j`` then row ``j + span``."""
+    return [base + half * span + j for base in range(0, rows, 2 * span) for j in range(span) for half in (0, 1)]
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_boft_is_the_butterfly_of_rotations(ckpt, tmp_path, strength: float) -> None:
+    g = torch.Generator().manual_seed(4)
+    blocks = torch.randn(2, 4, 8, 8, generator=g) * 0.2  # 2 levels, 4 blocks of 8 rows: 32 rows
+    rescale = 1 + 0.1 * torch.randn(32, 1, generator=g)
+    stem = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_v"
+    path = _write(tmp_path, "boft.safetensors", {f"{stem}.oft_blocks": blocks, f"{stem}.rescale": rescale,
+                                                 f"{stem}.alpha": torch.tensor(0.0)})
+    lora = read_lora(path)
+    assert not lora.unparsed
+    patched = _patched_unet(ckpt, path, strength)
+    name = TO_Q.replace("to_q", "to_v") + ".weight"
+    w = _unpatched(ckpt)[name]
+    eye = torch.eye(8)
+    skew = blocks - blocks.transpose(-1, -2)
+    rot = (eye + skew) @ torch.linalg.inv(eye - skew)
+    x = w.clone()
+    for level in range(2):
+        r = rot[level] * strength + eye * (1 - strength)
+        order = _butterfly_order(32, 2 ** level * 4)
+        moved = x[order]
+        moved = torch.block_diag(*r) @ moved
+        x = torch.empty_like(x)
+        x[order] = moved
+    expected = w + strength * (rescale * x - w)
+    torch.testing.assert_close(patched[name], expected, rtol=1e-5, atol=1e-5)
