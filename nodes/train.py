@@ -174,7 +174,7 @@ def SaveLoRANode(
     *,
     ctx: Context,
 ) -> None:
-    """Saves a trained LoRA to the output folder in the kohya layout (loadable by Load LoRA)."""
+    """Saves a trained LoRA to the output folder (kohya layout; LyCORIS for LoHa, LoKr, OFT), loadable by Load LoRA."""
     from diffusion.train.lora import write_trained_lora
 
     if steps is not None:

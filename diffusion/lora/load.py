@@ -80,7 +80,7 @@ def _alpha(parts: Mapping[str, torch.Tensor]) -> float | None:
     return None if alpha is None else float(alpha.float().reshape(-1)[0])
 
 
-def _adapters(stem: str, parts: dict[str, torch.Tensor]) -> dict[tuple[str, str], WeightAdapter]:
+def module_adapters(stem: str, parts: dict[str, torch.Tensor]) -> dict[tuple[str, str], WeightAdapter]:
     """The adapters one module's parts make (a module may carry a weight patch and a bias patch)."""
     out: dict[tuple[str, str], WeightAdapter] = {}
     alpha, dora = _alpha(parts), parts.get("dora_scale")
@@ -127,7 +127,7 @@ def read_lora(path: str | os.PathLike[str]) -> LoraFile:
     adapters: dict[tuple[str, str], WeightAdapter] = {}
     for stem, parts in grouped.items():
         try:
-            made = _adapters(stem, parts)
+            made = module_adapters(stem, parts)
         except (KeyError, ValueError) as exc:
             raise LoraError(f"{path.name}: {stem}: incomplete or malformed adapter ({exc})") from None
         if not made:

@@ -36,16 +36,19 @@ class OftAdapter:
         """The ``(blocks, size, size)`` orthogonal matrices ``R``."""
         return cayley(self.blocks, self.alpha)
 
-    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
-        """``W + strength² * (Rᵀ - I) W`` block by block over the output rows."""
+    def change(self, weight: torch.Tensor) -> torch.Tensor:
+        """``(Rᵀ - I) W`` block by block over the output rows (differentiable in the blocks)."""
         count, size = int(self.blocks.shape[0]), int(self.blocks.shape[1])
         if count * size != weight.shape[0]:
             raise ValueError(f"OFT blocks {count}x{size} do not fit a weight of {tuple(weight.shape)}")
         rotation = self.rotation().to(weight.device)
         eye = torch.eye(size, dtype=torch.float32, device=weight.device)
-        grouped = weight.reshape(count, size, -1)
-        change = torch.einsum("knm,kn...->km...", (rotation - eye) * strength, grouped)
-        return weight.add_(change.reshape(weight.shape), alpha=strength)
+        grouped = weight.to(torch.float32).reshape(count, size, -1)
+        return torch.einsum("knm,kn...->km...", rotation - eye, grouped).reshape(weight.shape)
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        """``W + strength² * (Rᵀ - I) W`` block by block over the output rows."""
+        return weight.add_(self.change(weight).to(weight.dtype), alpha=strength * strength)
 
 
 def cayley(blocks: torch.Tensor, alpha: float | None) -> torch.Tensor:
