@@ -64,6 +64,20 @@ class CheckpointError(Exception):
     """A file that cannot be loaded as a model; the message is one line a user can act on."""
 
 
+def load_pickle(path: Path) -> Any:
+    """A pickled checkpoint's contents through ``torch.load(weights_only=True)``; one-line :class:`CheckpointError`."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; the verdict is ours
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError:
+        reason = "the pickle holds more than tensors (code or objects); refused for safety"
+        raise CheckpointError(f"{path.name}: {reason}") from None
+    except Exception as exc:  # torch raises many kinds for corrupt archives
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path.name}: not a readable checkpoint ({reason})") from None
+
+
 class TensorFile:
     """A checkpoint's tensors, readable one at a time; names, shapes and dtypes without reading data."""
 
@@ -124,17 +138,7 @@ class TensorFile:
         return header
 
     def _open_pickle(self) -> None:
-        try:
-            with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; the verdict is ours
-                warnings.simplefilter("ignore")
-                data = torch.load(self.path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(self.path))
-        except pickle.UnpicklingError:
-            raise CheckpointError(
-                f"{self.path.name}: the pickle holds more than tensors (code or objects); refused for safety"
-            ) from None
-        except Exception as exc:  # torch raises many kinds for corrupt archives
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"{self.path.name}: not a readable checkpoint ({reason})") from None
+        data = load_pickle(self.path)
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
             data = data["state_dict"]
         if not isinstance(data, dict):

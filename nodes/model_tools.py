@@ -74,6 +74,8 @@ MODEL_KINDS: dict[str, str] = {
     "gligen": "diffusion.gligen:write_gligen",
     # A1111 hypernetworks for --base (models/hypernetworks/, a .pt file).
     "hypernetwork": "diffusion.hypernetwork:write_hypernetwork",
+    # PhotoMaker v1 ID encoders for an SDXL --base (models/photomaker/, a .bin pickle).
+    "photomaker": "diffusion.photomaker:write_photomaker",
 }
 
 

@@ -63,6 +63,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "nodes.sd3",
     "nodes.flux",
     "nodes.skip_layer",
+    "nodes.photomaker",
 )
 
 

@@ -23,6 +23,7 @@ KINDS += ("gligen",)
 KINDS += ("hypernetwork",)
 KINDS += ("sd3-controlnet",)
 KINDS += ("union",)
+KINDS += ("photomaker",)
 SIZES = ("tiny", "small")
 
 
