@@ -18,9 +18,10 @@ that is exactly ``photomaker``; the token row it marks is the one at the trigger
     x = mlp1(cat(row, id)) + row;  x = mlp2(x) + x;  row' = layer_norm(x)
 
 and ``row'`` replaces the row; every other row, and the pooled output, are the prompt's.
-Where we differ: the trigger word is left out of the encoded text (ComfyUI means to drop its
-tokens, but its word ids number weighted segments, not words, so they usually stay in), and
-a prompt over 77 tokens is encoded (ComfyUI's 77-long mask fails on it).
+The tokens are ComfyUI's: it drops the tokens whose word id is the trigger's word position, but
+its word ids number weighted segments (and embedding references), not words, so in a plain prompt
+the trigger stays in the text (:func:`photomaker_tokens`). Where we differ: a prompt over 77
+tokens is encoded (ComfyUI's 77-long mask fails on it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -116,25 +118,42 @@ class PhotoMaker:
         return out
 
 
-def split_trigger(text: str) -> tuple[str, int | None]:
-    """``text`` without its trigger word and the trigger's word index, or ``(text, None)`` without one."""
+def trigger_word_id(text: str) -> int | None:
+    """ComfyUI's word id of the trigger: its 1-based position among the prompt's space-separated words."""
     words = text.split(" ")
-    if TRIGGER not in words:
-        return text, None
-    index = words.index(TRIGGER)
-    return " ".join(words[:index] + words[index + 1:]), index
+    return words.index(TRIGGER) + 1 if TRIGGER in words else None
+
+
+def photomaker_tokens(clip: ClipTextEncoder, text: str, embedding_dirs: EmbeddingDirs = ()) -> dict[str, Any]:
+    """The prompt's tokens without those of the trigger's word id, each chunk padded back with its last token.
+
+    ComfyUI's tokenizer numbers weighted segments (and embedding references), not words, so in a
+    plain prompt the trigger's word id names no tokens and nothing is dropped; a trigger that is
+    the first word drops the first segment. This is ComfyUI's rule, kept for its pixels.
+    """
+    word = trigger_word_id(text)
+    out = {}
+    for key, chunks in clip.tokenize(text, embedding_dirs, word_ids=True).items():
+        kept_chunks = []
+        for chunk in chunks:
+            kept = [(t, w) for t, w, word_id in chunk if word is None or word_id != word]
+            kept += [(chunk[-1][0], chunk[-1][1])] * (len(chunk) - len(kept))
+            kept_chunks.append(kept)
+        out[key] = kept_chunks
+    return out
 
 
 def encode_photomaker(photomaker: PhotoMaker, clip: ClipTextEncoder, text: str, image: torch.Tensor,
                       embedding_dirs: EmbeddingDirs = ()) -> Conditioning:
-    """PhotoMakerEncode: the prompt without its trigger word, the class token fused with the image."""
-    prompt, row = split_trigger(text)
-    cond, pooled = clip.encode(prompt, embedding_dirs=embedding_dirs)
+    """PhotoMakerEncode: the prompt encoded by ComfyUI's trigger rule, the row at the trigger's word position
+    (the class word before it, in a prompt of one-token words) fused with the first image's ID embedding."""
+    cond, pooled = clip.encode_tokens(photomaker_tokens(clip, text, embedding_dirs))
     if cond.shape[-1] != photomaker.width:
         raise ValueError(f"the PhotoMaker ID embeddings are {photomaker.width} wide but this CLIP's conditioning is "
                          f"{cond.shape[-1]} wide: PhotoMaker needs the CLIP of the SDXL model it was made for")
-    if row is not None and row < min(MAX_LENGTH, cond.shape[1]):
-        cond = photomaker.fuse_row(cond, row, image)
+    word = trigger_word_id(text)
+    if word is not None and word - 1 < min(MAX_LENGTH, cond.shape[1]):
+        cond = photomaker.fuse_row(cond, word - 1, image)
     return from_encoding(cond, pooled)
 
 
@@ -246,5 +265,5 @@ def write_photomaker(out: Path, *, base: Path | None = None, rank: int = 4, seed
     return out
 
 
-__all__ = ["TRIGGER", "FuseModule", "PhotoMaker", "encode_photomaker", "load_photomaker", "split_trigger",
-           "write_photomaker"]
+__all__ = ["TRIGGER", "FuseModule", "PhotoMaker", "encode_photomaker", "load_photomaker", "photomaker_tokens",
+           "trigger_word_id", "write_photomaker"]

@@ -321,17 +321,19 @@ class ClipTextEncoder:
         assert model is not None  # checked in __init__
         return model
 
-    def tokenize(self, text: str, embedding_dirs: EmbeddingDirs = ()) -> dict[str, list[Chunk]]:
+    def tokenize(self, text: str, embedding_dirs: EmbeddingDirs = (),
+                 word_ids: bool = False) -> dict[str, list[Chunk]]:
         """Weighted token chunks per stream (``{"l": ...}``, ``{"l": ..., "g": ...}``).
 
         ``embedding_dirs=None`` reads ``embedding:name`` as plain text; a sequence of
         directories (even empty) looks embeddings up and drops missing ones with a warning.
+        ``word_ids`` gives ``(token, weight, word_id)`` triples (ComfyUI's ``return_word_ids``).
         """
         out = {}
         for spec in self.streams:
             width = _text_model(self._model(spec)).embeddings.token_embedding.weight.shape[1]
             tokenizer = PromptTokenizer(spec.pad_token, spec.embedding_key, width)
-            out[spec.key] = tokenizer.tokenize_with_weights(text, embedding_dirs)
+            out[spec.key] = tokenizer.tokenize_with_weights(text, embedding_dirs, return_word_ids=word_ids)
         return out
 
     def encode_tokens(self, tokens: Tokens, clip_skip: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

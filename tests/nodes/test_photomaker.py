@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.checkpoint import CheckpointError, load_checkpoint
-from diffusion.photomaker import FuseModule, PhotoMaker, load_photomaker, split_trigger, write_photomaker
+from diffusion.photomaker import FuseModule, PhotoMaker, load_photomaker, trigger_word_id, write_photomaker
 from diffusion.synthetic import write_checkpoint
 from nodes.api import Services
 from nodes.folders import Folders
@@ -117,10 +117,11 @@ def test_fuse_by_hand_equals_the_module() -> None:
 
 def test_trigger_fuses_only_the_class_token(registry: NodeRegistry, photomaker: PhotoMaker, clip: object) -> None:
     image = torch.rand(1, 64, 48, 3)
+    text = "a photo of a man photomaker"
     ((cond, options),) = _encode(registry, "PhotoMakerEncode", photomaker=photomaker, image=image, clip=clip,
-                                 text="a photo of a man photomaker")
-    ((plain, plain_options),) = _encode(registry, "CLIPTextEncode", text="a photo of a man", clip=clip)
-    # The trigger word is not encoded: same tokens, same pooled output as the prompt without it.
+                                 text=text)
+    ((plain, plain_options),) = _encode(registry, "CLIPTextEncode", text=text, clip=clip)
+    # ComfyUI's word ids number weighted segments: in a plain prompt the trigger's tokens stay.
     assert cond.shape == plain.shape == (1, 77, 128)
     assert torch.equal(options["pooled_output"], plain_options["pooled_output"]) and set(options) == {"pooled_output"}
     changed = (cond != plain).any(dim=-1)[0].nonzero().flatten().tolist()
@@ -129,8 +130,25 @@ def test_trigger_fuses_only_the_class_token(registry: NodeRegistry, photomaker: 
     assert torch.allclose(cond[0, 5], expected[0], atol=1e-6)
     # Only the first image of a batch counts, as in ComfyUI.
     ((batch, _),) = _encode(registry, "PhotoMakerEncode", photomaker=photomaker, clip=clip,
-                            image=torch.cat([image, torch.rand(2, 64, 48, 3)]), text="a photo of a man photomaker")
+                            image=torch.cat([image, torch.rand(2, 64, 48, 3)]), text=text)
     assert torch.equal(batch, cond)
+
+
+def test_trigger_word_ids_follow_comfyui(registry: NodeRegistry, photomaker: PhotoMaker, clip: object) -> None:
+    image = torch.rand(1, 56, 56, 3)
+    # The trigger as the first word is word id 1: the whole first segment's tokens go, as in ComfyUI.
+    ((cond, _),) = _encode(registry, "PhotoMakerEncode", photomaker=photomaker, image=image, clip=clip,
+                           text="photomaker a man")
+    ((empty, _),) = _encode(registry, "CLIPTextEncode", text="", clip=clip)
+    assert torch.equal(cond[0, 1:], empty[0, 1:])  # row 0 (BOS) is the fused one
+    # Weighted segments are word ids: "a ", "man" (1.2), " photomaker" are 1, 2, 3, and the trigger is the
+    # third space-separated word, so its segment goes; row 2 (BOS, a, man) is fused.
+    ((weighted, _),) = _encode(registry, "PhotoMakerEncode", photomaker=photomaker, image=image, clip=clip,
+                               text="a (man:1.2) photomaker")
+    ((without, _),) = _encode(registry, "CLIPTextEncode", text="a (man:1.2)", clip=clip)
+    changed = (weighted != without).any(dim=-1)[0].nonzero().flatten().tolist()
+    assert changed == [2]
+    assert trigger_word_id("photograph of photomaker") == 3 and trigger_word_id("no trigger here") is None
 
 
 def test_without_the_trigger_word_it_is_plain_text_encoding(registry: NodeRegistry, photomaker: PhotoMaker,
@@ -141,8 +159,6 @@ def test_without_the_trigger_word_it_is_plain_text_encoding(registry: NodeRegist
                                      text=text)
         ((plain, plain_options),) = _encode(registry, "CLIPTextEncode", text=text, clip=clip)
         assert torch.equal(cond, plain) and torch.equal(options["pooled_output"], plain_options["pooled_output"])
-    assert split_trigger("photograph of photomaker") == ("photograph of", 2)
-    assert split_trigger("no trigger here") == ("no trigger here", None)
 
 
 def test_bad_files_and_a_clip_of_another_width_are_one_line_errors(
