@@ -33,8 +33,6 @@ from typing import Any
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
 
-from diffusion.detect import UNET_PREFIX
-
 CLIP_VISION_PREFIX = "embedder.model.visual."
 NOISE_PREFIX = "noise_augmentor."
 #: Noise levels of the augmentor's schedule.
@@ -187,20 +185,15 @@ def synthetic_tensors(size: str = "tiny", seed: int = 0) -> StateDict:
     """A seeded random SD2.1 unCLIP checkpoint's tensors (float32) in the published layout."""
     import dataclasses
 
-    from diffusion import convert
     from diffusion.control.clip_vision_openclip import transformers_vision_to_openclip
-    from diffusion.synthetic import _random_tensor, random_weights
-    from diffusion.synthetic import make_checkpoint as base_checkpoint
+    from diffusion.synthetic import _random_tensor, original_layout, random_weights
     from diffusion.synthetic import synthetic_spec as base_spec
 
     spec = base_spec("sd2", size)
     width = _VISION[size][3]
     spec = dataclasses.replace(spec, name="sd2-unclip", unet={
         **spec.unet, "class_embed_type": "projection", "projection_class_embeddings_input_dim": 2 * width})
-    out, _metadata = base_checkpoint("sd2", size, seed, torch.float32)
-    unet = random_weights(dataclasses.replace(spec, text={}), seed)["unet"]
-    out = {k: v for k, v in out.items() if not k.startswith(UNET_PREFIX)}
-    out.update({UNET_PREFIX + k: v for k, v in convert.unet_to_ldm(unet, spec.unet).items()})
+    out = original_layout(spec, random_weights(spec, seed), seed)
     vision = _vision_module(size)
     shapes = {k: tuple(v.shape) for k, v in vision.state_dict().items()}
     state = {k: _random_tensor(f"clip_vision.{k}", s, seed) for k, s in sorted(shapes.items())}

@@ -27,8 +27,8 @@ class _QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-class _Block(nn.Module):
-    """A pre-norm transformer block with CLIP's parameter names."""
+class ResidualBlock(nn.Module):
+    """A pre-norm transformer block with CLIP's parameter names (the style model's and the union ControlNet's)."""
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
@@ -51,7 +51,8 @@ class StyleAdapter(nn.Module):
 
     def __init__(self, width: int, context_dim: int, layers: int, num_token: int) -> None:
         super().__init__()
-        self.transformer_layes = nn.Sequential(*[_Block(width, max(1, width // HEAD_DIM)) for _ in range(layers)])
+        heads = max(1, width // HEAD_DIM)
+        self.transformer_layes = nn.Sequential(*[ResidualBlock(width, heads) for _ in range(layers)])
         self.style_embedding = nn.Parameter(torch.zeros(1, num_token, width))
         self.ln_post = nn.LayerNorm(width)
         self.ln_pre = nn.LayerNorm(width)

@@ -28,6 +28,8 @@ import torch
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 
+from diffusion.control.style import ResidualBlock
+
 #: The control types of union models, in the order of their ``task_embedding`` rows (8 in promax, 6 before).
 UNION_TYPES = ("openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd", "normal",
                "segment", "tile", "repaint")
@@ -36,30 +38,6 @@ UNION_KEYS = ("task_embedding", "transformer_layes.", "spatial_ch_projs.", "cont
 MARKER = "control_add_embedding.linear_1.weight"
 #: Width of the sinusoid each control-type entry is embedded with.
 TYPE_EMBED_DIM = 256
-
-
-class _QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-class _Block(nn.Module):
-    """``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))`` (the released files' ``transformer_layes.N``)."""
-
-    def __init__(self, width: int, heads: int = 8) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential()
-        self.mlp.add_module("c_fc", nn.Linear(width, width * 4))
-        self.mlp.add_module("gelu", _QuickGELU())
-        self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
-        self.ln_2 = nn.LayerNorm(width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
 
 
 class _AddEmbedding(nn.Module):
@@ -75,7 +53,7 @@ class UnionParts(nn.Module):
     def __init__(self, types: int, width: int, time_dim: int, layers: int = 1) -> None:
         super().__init__()
         self.task_embedding = nn.Parameter(torch.zeros(types, width))
-        self.transformer_layes = nn.Sequential(*[_Block(width) for _ in range(layers)])
+        self.transformer_layes = nn.Sequential(*[ResidualBlock(width, 8) for _ in range(layers)])
         self.spatial_ch_projs = nn.Linear(width, width)
         self.control_add_embedding = _AddEmbedding(types, time_dim)
 
