@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from models_kit import REPO, WORKFLOWS
+from models_kit import WORKFLOWS, make_as_makefile, run_workflow
 from PIL import Image
-
-from server.cli import main
-
-
-def make_inpaint_checkpoint(base: Path) -> Path:
-    """Run the Makefile's make-checkpoint line for $(INPAINT_CKPT), into ``base``."""
-    text = (REPO / "Makefile").read_text()
-    name = re.search(r"^INPAINT_CKPT := models/checkpoints/(\S+)$", text, re.M)
-    recipe = re.search(r"^\t\$\(BIN\)/noodlebox (make-checkpoint --arch sd15-inpaint .*) \$@$", text, re.M)
-    assert name and recipe
-    out = base / "models" / "checkpoints" / name.group(1)
-    assert main([*recipe.group(1).split(), str(out)]) == 0
-    return out
 
 
 def run(base: Path, capsys: pytest.CaptureFixture[str], seed: int) -> np.ndarray:
-    code = main(["run", str(WORKFLOWS / "inpaint_model.json"), "--base-dir", str(base), "--json",
-                 "--set", "3.steps=2", "--set", f"3.seed={seed}"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])["data"]
-    assert result["status"] == "success" and "11" in result["executed"]
-    with Image.open(result["images"][-1]) as image:
-        return np.asarray(image.convert("RGB")).astype(int)
+    pixels, executed = run_workflow(base, capsys, "inpaint_model.json", "3.steps=2", f"3.seed={seed}")
+    assert "11" in executed
+    return pixels
 
 
 def test_inpaint_model_workflow_repaints_under_the_mask_only(tmp_path: Path, capsys) -> None:
     (tmp_path / "input").mkdir()
     source = shutil.copy(WORKFLOWS / "input" / "noodlebox_example.png", tmp_path / "input")
-    make_inpaint_checkpoint(tmp_path)
+    make_as_makefile(tmp_path, "INPAINT_CKPT", "sd15-inpaint")
     first, second = run(tmp_path, capsys, 1), run(tmp_path, capsys, 2)
     with Image.open(source) as image:
         hole = np.asarray(image.getchannel("A")) == 0

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from models_kit import REPO, WORKFLOWS
-from PIL import Image
+from models_kit import REPO, run_workflow
 
 from server.cli import main
 
@@ -33,16 +31,7 @@ def make_lora_files(models: Path) -> list[str]:
 
 
 def run(base: Path, capsys: pytest.CaptureFixture[str], workflow: str, *overrides: str) -> tuple[np.ndarray, list]:
-    args = ["run", str(WORKFLOWS / workflow), "--base-dir", str(base), "--json", "--set", "3.steps=2"]
-    for item in overrides:
-        args += ["--set", item]
-    code = main(args)
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])["data"]
-    assert result["status"] == "success"
-    with Image.open(result["images"][-1]) as image:
-        return np.asarray(image.convert("RGB")).astype(int), result["executed"]
+    return run_workflow(base, capsys, workflow, "3.steps=2", *overrides)
 
 
 def test_lora_workflow_runs_both_loras_steer_it_and_zero_strength_is_the_plain_image(tmp_path: Path, capsys) -> None:
