@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from models_kit import REPO, WORKFLOWS
-from PIL import Image
+from models_kit import REPO, WORKFLOWS, run_workflow
 
 from server.cli import main
 
@@ -37,17 +35,10 @@ def make_control_files(models: Path) -> list[str]:
 
 
 def run(base: Path, capsys: pytest.CaptureFixture[str], *overrides: str) -> np.ndarray:
-    args = ["run", str(WORKFLOWS / "controlnet.json"), "--base-dir", str(base), "--json", "--set", "3.steps=2"]
-    for item in overrides:
-        args += ["--set", item]
-    code = main(args)
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])["data"]
-    assert result["status"] == "success"
-    assert {"12", "13", "14", "15"} <= set(result["executed"])
-    with Image.open(result["images"][-1]) as image:
-        return np.asarray(image.convert("RGB")).astype(int)
+    """workflows/controlnet.json at 2 steps with ``overrides``: its image; both control nodes must have run."""
+    pixels, executed = run_workflow(base, capsys, "controlnet.json", "3.steps=2", *overrides)
+    assert {"12", "13", "14", "15"} <= set(executed)
+    return pixels
 
 
 def test_controlnet_workflow_runs_and_both_controls_steer_it(tmp_path: Path, capsys) -> None:
