@@ -124,10 +124,14 @@ def canny(image: torch.Tensor, low_threshold: float, high_threshold: float) -> t
     sector = torch.round(torch.atan2(gy, gx) * (4.0 / math.pi)).long() % 8
     neighbours = torch.cat([_shifted(magnitude, dy, dx, flat) for dy, dx in _DIRECTIONS], dim=1)
 
+    # Magnitudes within 1e-5 of each other (relative) tie: mirror-image pixels differ only in the last bits, by
+    # the order the CPU's convolution kernels add in (AVX2 and AVX-512 differ), and the tie rule must decide them.
+    tolerance = magnitude * 1e-5
+
     def beats(direction: torch.Tensor) -> torch.Tensor:
         other = neighbours.gather(1, direction)
         tie_wins = (direction == 0) | (direction == 2)
-        return (magnitude > other) | (tie_wins & (magnitude == other))
+        return (magnitude > other + tolerance) | (tie_wins & ((magnitude - other).abs() <= tolerance))
 
     keep = beats(sector) & beats((sector + 4) % 8) & (magnitude > flat)
     magnitude = magnitude * keep
