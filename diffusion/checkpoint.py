@@ -1,12 +1,14 @@
 """Load single-file Stable Diffusion checkpoints (and separate VAE files) offline.
 
 Reading is lazy: a ``.safetensors`` header is parsed (and checked against the file's
-length) without touching the data; the file is then memory-mapped (privately: pages are
-shared with the page cache until written, as an in-place LoRA patch does) and each tensor
-is a view of the map, cast to the target dtype (the one copy, only when the dtypes differ)
-before the next is taken, into models built on the meta device (``assign=True``). No
-second copy of the file exists beside the model. Unaligned tensors, and files that cannot
-be mapped, are read with a positioned read into a fresh buffer instead.
+length) without touching the data. A tensor kept in the file's dtype is a view of a private
+memory map of the file (pages shared with the page cache until written, as an in-place
+LoRA patch does); unaligned ones, and files that cannot be mapped, are read with a
+positioned read into a fresh buffer instead. A tensor that changes dtype is read in 8 MB
+pieces through one reused buffer and cast into its own storage (the one copy): mapped pages
+would stay resident until the file closes, the file's size again on top of the cast model.
+Models are built on the meta device and adopt the tensors (``assign=True``), so no second
+copy of the weights exists beside the model.
 ``.ckpt``/``.pt``/``.pth``/``.bin`` files go through ``torch.load(weights_only=True)`` (no
 code in a pickle is ever run); anything else is refused. Every problem with a file is a
 :class:`CheckpointError` with a one-line reason.
@@ -57,6 +59,7 @@ _SAFETENSORS_DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
+_SCRATCH_BYTES = 8 << 20  # the read buffer of tensors that are cast while loading
 V_PRED_STD_KEY = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 
@@ -85,6 +88,7 @@ class TensorFile:
         self.path = Path(path)
         self._stack = ExitStack()
         self._loaded: dict[str, torch.Tensor] | None = None
+        self._scratch: torch.Tensor | None = None
         name = self.path.name
         suffix = self.path.suffix.lower()
         if not self.path.is_file():
@@ -150,10 +154,41 @@ class TensorFile:
 
     def get(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """One tensor, cast to ``dtype`` if it is a floating-point tensor."""
-        tensor = self._read_safetensor(key) if self._loaded is None else self._loaded[key]
+        if self._loaded is not None:
+            tensor = self._loaded[key]
+        elif dtype is not None and self._casts(key, dtype):
+            return self._read_cast(key, dtype)
+        else:
+            tensor = self._read_safetensor(key)
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             tensor = tensor.to(dtype)
         return tensor
+
+    def _casts(self, key: str, dtype: torch.dtype) -> bool:
+        stored = _SAFETENSORS_DTYPES[self.dtypes[key]]
+        return stored.is_floating_point and stored != dtype
+
+    def _read_cast(self, key: str, dtype: torch.dtype) -> torch.Tensor:
+        """A tensor that changes dtype, read in pieces through one small reused buffer and cast into its
+        own storage. Mapped pages would stay in the process's resident set until the file is closed: the
+        file's size again on top of the cast model (2 GB more for a fp16 SD1.5 file loaded in fp32)."""
+        start, end = self._offsets[key]
+        stored = _SAFETENSORS_DTYPES[self.dtypes[key]]
+        out = torch.empty(self.shapes[key], dtype=dtype)
+        flat = out.view(-1)
+        if end - start != flat.numel() * stored.itemsize:
+            raise CheckpointError(f"{self.path.name}: {key!r} holds {end - start} bytes, not its shape's")
+        if self._scratch is None:
+            self._scratch = torch.empty(_SCRATCH_BYTES, dtype=torch.uint8)
+        step = _SCRATCH_BYTES // stored.itemsize
+        self._handle.seek(self._data_start + start)
+        for first in range(0, flat.numel(), step):
+            count = min(step, flat.numel() - first)
+            piece = self._scratch[: count * stored.itemsize]
+            if self._handle.readinto(memoryview(piece.numpy())) != piece.numel():
+                raise CheckpointError(f"{self.path.name}: truncated while reading {key!r}")
+            flat[first : first + count].copy_(piece.view(stored))
+        return out
 
     def _read_safetensor(self, key: str) -> torch.Tensor:
         """One tensor: a view of the file's memory map when it is aligned for its dtype, else read
@@ -181,6 +216,7 @@ class TensorFile:
         self._stack.close()
         self._loaded = None
         self._map = None
+        self._scratch = None
 
     def __enter__(self) -> TensorFile:
         return self

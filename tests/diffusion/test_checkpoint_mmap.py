@@ -34,3 +34,15 @@ def test_in_place_changes_to_a_loaded_model_never_reach_the_file(tmp_path: Path,
         weight.add_(1.0)  # what an in-place LoRA patch does
     assert not torch.equal(weight, reference.unet.model.conv_in.weight)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_a_cast_tensor_is_read_in_pieces_into_its_own_storage(tiny_sd15_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("diffusion.checkpoint._SCRATCH_BYTES", 96)  # many pieces, the last one short
+    with TensorFile(tiny_sd15_path) as file:
+        key = max((k for k, d in file.dtypes.items() if d == "F32"), key=lambda k: torch.Size(file.shapes[k]).numel())
+        view = file.get(key)
+        assert view.numel() * 4 > 96 * 3 and (view.numel() * 2) % 96 != 0
+        cast = file.get(key, torch.bfloat16)
+        assert cast.dtype == torch.bfloat16 and tuple(cast.shape) == file.shapes[key]
+        assert torch.equal(cast, view.to(torch.bfloat16))
