@@ -48,7 +48,7 @@ from diffusion.models import (
     UNetModel,
     VAEModel,
 )
-from diffusion.precision import Precision, dtype_name, resolve_precision
+from diffusion.precision import Precision, dtype_name, place_model, resolve_precision
 from diffusion.preview import remember_vae
 from diffusion.text import ClipTextEncoder
 
@@ -298,7 +298,7 @@ def _load_vae(file: TensorFile, prefix: str, config: dict[str, Any], scale: floa
     config = {**config, "scaling_factor": scale}
     state = convert.vae_to_diffusers(file.read(prefix, dtype), config)
     model = _build(lambda: AutoencoderKL(**config), state, "VAE", file.path.name)
-    return VAEModel(model.to(device), scale, device, dtype)
+    return VAEModel(place_model(model, dtype, device), scale, device, dtype)
 
 
 def load_checkpoint(
@@ -345,7 +345,7 @@ def _load_parts(
         model = _build(lambda: UNet2DConditionModel(**config), state, "UNet", name)
         del state
         unet = UNetModel(
-            model=model.to(device),
+            model=place_model(model, dtypes.unet, device),
             arch=layout.arch,  # type: ignore[arg-type]
             prediction=pred,
             latent_scale=scale,

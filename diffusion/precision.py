@@ -82,6 +82,25 @@ def resolve_precision(precision: str, device: torch.device | str, cpuinfo: str |
     return Precision(unet=dtype, text=dtype, vae=vae)
 
 
+def prefers_channels_last(dtype: torch.dtype, device: torch.device | str) -> bool:
+    """True where the convolution models (UNet, VAE) should keep their 4-D weights channels-last.
+
+    bf16 on a CPU: oneDNN's bf16 convolutions run on NHWC without reordering every input and
+    weight (full-size SD1.5 on a 2-core AMX Xeon: VAE decode of a 32x32 latent 1.2 -> 0.48 s, a
+    UNet call at batch 2 about 0.75x). fp32 stays in torch's default layout, bit for bit what
+    other engines compute (channels-last gained only 10% there), and so do CUDA and MPS.
+    """
+    return dtype == torch.bfloat16 and torch.device(device).type == "cpu"
+
+
+def place_model(model: torch.nn.Module, dtype: torch.dtype, device: torch.device | str) -> torch.nn.Module:
+    """``model`` moved to ``device``, channels-last where :func:`prefers_channels_last` says so."""
+    model = model.to(device)
+    if prefers_channels_last(dtype, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def precision_reason(precision: str, device: torch.device | str, cpuinfo: str | None = None) -> str:
     """Why :func:`resolve_precision` picks what it picks for ``precision`` on ``device`` (one line)."""
     if precision != "auto":

@@ -41,7 +41,7 @@ from diffusion.families import flow, flux, memory_check, sd3
 from diffusion.families.keymap import to_diffusers
 from diffusion.families.model import Family, FlowTextEncoder, TransformerModel
 from diffusion.models import VAEModel
-from diffusion.precision import Precision, resolve_precision
+from diffusion.precision import Precision, place_model, resolve_precision
 
 TEXT_PREFIXES = {
     "clip_l": "text_encoders.clip_l.transformer.",
@@ -201,7 +201,7 @@ def load_vae16(file: TensorFile, prefix: str, family: str, dtype: torch.dtype, d
                   scaling_factor=module.VAE_SCALE, shift_factor=module.VAE_SHIFT)
     state = convert.vae_to_diffusers({k: file.get(k, dtype) for k in file.shapes if k.startswith(prefix)}, config)
     model = _build(lambda: AutoencoderKL(**config), state, "VAE", file.path.name)
-    return VAEModel(model.to(device), module.VAE_SCALE, device, dtype)
+    return VAEModel(place_model(model, dtype, device), module.VAE_SCALE, device, dtype)
 
 
 @dataclass

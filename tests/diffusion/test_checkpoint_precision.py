@@ -53,3 +53,19 @@ def test_weights_are_cast_while_loading(tmp_path: Path) -> None:
     b = bf16.unet.model.state_dict()
     assert all(torch.equal(a[k].to(torch.bfloat16), b[k]) for k in a)
     assert bf16.unet.dtype == torch.bfloat16 and bf16.vae.dtype == torch.bfloat16
+
+
+def test_bf16_convolution_models_are_channels_last_on_the_cpu(tiny_sd15_path: Path) -> None:
+    fp32 = load_checkpoint(tiny_sd15_path, precision="fp32")
+    bf16 = load_checkpoint(tiny_sd15_path, precision="bf16")
+    for loaded, channels_last in ((fp32, False), (bf16, True)):
+        for model in (loaded.unet.model, loaded.vae.model):
+            convs = [p for p in model.parameters() if p.dim() == 4 and p.shape[2:] != (1, 1)]
+            assert convs and all(p.is_contiguous(memory_format=torch.channels_last) == channels_last
+                                 and p.is_contiguous() != channels_last for p in convs)
+    # the channels-last bf16 VAE decodes what the fp32 one does, bf16 rounding apart
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        decoded = bf16.vae.model.decode(latent.bfloat16()).sample.float()
+        reference = fp32.vae.model.decode(latent).sample
+    assert decoded.shape == reference.shape and (decoded - reference).abs().max() < 0.1
