@@ -154,19 +154,15 @@ class TensorFile:
 
     def get(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """One tensor, cast to ``dtype`` if it is a floating-point tensor."""
-        if self._loaded is not None:
-            tensor = self._loaded[key]
-        elif dtype is not None and self._casts(key, dtype):
-            return self._read_cast(key, dtype)
-        else:
-            tensor = self._read_safetensor(key)
+        if self._loaded is None:
+            stored = _SAFETENSORS_DTYPES[self.dtypes[key]]
+            if dtype is not None and stored.is_floating_point and stored != dtype:
+                return self._read_cast(key, dtype)
+            return self._read_safetensor(key)
+        tensor = self._loaded[key]
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             tensor = tensor.to(dtype)
         return tensor
-
-    def _casts(self, key: str, dtype: torch.dtype) -> bool:
-        stored = _SAFETENSORS_DTYPES[self.dtypes[key]]
-        return stored.is_floating_point and stored != dtype
 
     def _read_cast(self, key: str, dtype: torch.dtype) -> torch.Tensor:
         """A tensor that changes dtype, read in pieces through one small reused buffer and cast into its
@@ -185,8 +181,7 @@ class TensorFile:
         for first in range(0, flat.numel(), step):
             count = min(step, flat.numel() - first)
             piece = self._scratch[: count * stored.itemsize]
-            if self._handle.readinto(memoryview(piece.numpy())) != piece.numel():
-                raise CheckpointError(f"{self.path.name}: truncated while reading {key!r}")
+            self._read_next(piece, key)
             flat[first : first + count].copy_(piece.view(stored))
         return out
 
@@ -202,10 +197,14 @@ class TensorFile:
                 flat = torch.frombuffer(self._map, dtype=dtype, count=(end - start) // dtype.itemsize, offset=offset)
             return flat.reshape(self.shapes[key])
         buffer = torch.empty(end - start, dtype=torch.uint8)
-        self._handle.seek(self._data_start + start)
-        if self._handle.readinto(memoryview(buffer.numpy())) != end - start:
+        self._handle.seek(offset)
+        self._read_next(buffer, key)
+        return buffer.view(dtype).reshape(self.shapes[key])
+
+    def _read_next(self, buffer: torch.Tensor, key: str) -> None:
+        """Fill the uint8 ``buffer`` from the file's current position (part of tensor ``key``), or refuse."""
+        if self._handle.readinto(memoryview(buffer.numpy())) != buffer.numel():
             raise CheckpointError(f"{self.path.name}: truncated while reading {key!r}")
-        return buffer.view(_SAFETENSORS_DTYPES[self.dtypes[key]]).reshape(self.shapes[key])
 
     def read(self, prefix: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Every tensor whose name starts with ``prefix`` (full names kept), cast to ``dtype``."""
